@@ -1,0 +1,193 @@
+"""The denoising chain as a Markov decision process (DDPO, Black et al. 2023, Eqs. 2-5).
+
+state s_t = (c, t, x_t), action a_t = x_{t-1}, policy pi(a_t | s_t) = p_theta(x_{t-1} | x_t, c).
+A stochastic sampler step is a Gaussian, x_{t-1} ~ N(mu_theta(x_t, t, c), sigma_t^2 I), so each action has a
+log-probability; this module computes both the step and its log-probability, in fp32 whatever the model
+dtype. Follows diffusers' DDIMScheduler.step / DDPMScheduler.step (same next sample for the same noise) and
+ddpo-pytorch's `ddim_step_with_logprob`; unlike it, timesteps may differ across the batch and the reduction
+of the log-density over pixels is explicit.
+
+Why eta > 0: DDIM with eta = 0 is deterministic (sigma_t = 0), and a deterministic step has no density.
+Why `reduce="mean"` by default: DDPO averages the log-density over the C*H*W dimensions, so a PPO clip range
+of 1e-4 means "1e-4 per dimension on average"; with the true sum it would have to be thousands of times
+wider.
+"""
+
+import math
+
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler
+from diffusers.utils.torch_utils import randn_tensor
+
+SUPPORTED = (DDIMScheduler, DDPMScheduler)
+
+
+def gaussian_log_prob(x, mean, sigma, reduce="mean"):
+    """log N(x; mean, sigma^2 I) per batch element, averaged ("mean") or summed ("sum") over dims."""
+    if reduce not in ("mean", "sum"):
+        raise ValueError(f"reduce must be 'mean' or 'sum'; got {reduce!r}")
+    sigma = _per_sample(sigma, x)                                       # (B, 1, 1, 1)
+    log_p = -((x - mean) ** 2) / (2 * sigma**2) - torch.log(sigma) - 0.5 * math.log(2 * math.pi)
+    log_p = log_p.flatten(1)                                            # (B, D)
+    return log_p.mean(1) if reduce == "mean" else log_p.sum(1)          # (B,)
+
+
+def ddim_step_with_logprob(scheduler, model_output, timestep, sample, *, eta=1.0, prev_sample=None,
+                           generator=None, reduce="mean"):
+    """One stochastic DDIM step x_t -> x_{t-1} (DDIM paper Eqs. 12, 16) and log p(x_{t-1} | x_t, c).
+
+    timestep: an int or a (B,) tensor. If prev_sample is None, x_{t-1} is sampled (with `generator`, one
+    generator or a list of B); otherwise its log-probability under the current model_output is returned.
+    Returns (prev_sample (B, C, H, W) in sample's dtype, log_prob (B,) fp32).
+    """
+    if not isinstance(scheduler, DDIMScheduler):
+        raise TypeError(f"ddim_step_with_logprob needs a diffusers DDIMScheduler; got "
+                        f"{type(scheduler).__name__} (use DDIMScheduler.from_config(scheduler.config))")
+    mean, sigma = ddim_mean_and_sigma(scheduler, model_output, timestep, sample, eta)
+    return _gaussian_step(mean, sigma, sample, prev_sample, generator, reduce, timestep)
+
+
+def ddpm_step_with_logprob(scheduler, model_output, timestep, sample, *, prev_sample=None, generator=None,
+                           reduce="mean"):
+    """One DDPM ancestral step (DDPM paper Eqs. 6-7) and its log-probability; see ddim_step_with_logprob."""
+    if not isinstance(scheduler, DDPMScheduler):
+        raise TypeError(f"ddpm_step_with_logprob needs a diffusers DDPMScheduler; got {type(scheduler).__name__}")
+    mean, sigma = ddpm_mean_and_sigma(scheduler, model_output, timestep, sample)
+    return _gaussian_step(mean, sigma, sample, prev_sample, generator, reduce, timestep)
+
+
+def step_with_logprob(scheduler, model_output, timestep, sample, *, eta=1.0, **kwargs):
+    """Dispatch to the DDIM or DDPM step by scheduler type (eta is DDIM's; DDPM is always eta = 1)."""
+    if isinstance(scheduler, DDIMScheduler):
+        return ddim_step_with_logprob(scheduler, model_output, timestep, sample, eta=eta, **kwargs)
+    if isinstance(scheduler, DDPMScheduler):
+        return ddpm_step_with_logprob(scheduler, model_output, timestep, sample, **kwargs)
+    raise _unsupported(scheduler)
+
+
+def ddim_mean_and_sigma(scheduler, model_output, timestep, sample, eta=1.0):
+    """The Gaussian of a DDIM step: mu_theta(x_t) (B, C, H, W) fp32 and sigma_t (B,) fp32."""
+    _check_ready(scheduler)
+    if not eta > 0:
+        raise ValueError(f"eta must be > 0 for a stochastic step with a log-probability; got eta={eta} "
+                         f"(eta=1.0 is DDPO's and the paper's setting)")
+    t = _batch_timesteps(timestep, sample)                              # (B,)
+    prev_t = t - scheduler.config.num_train_timesteps // scheduler.num_inference_steps
+    alphas_cumprod = scheduler.alphas_cumprod.to(sample.device, torch.float32)
+    alpha_bar_t = alphas_cumprod[t]
+    alpha_bar_prev = torch.where(prev_t >= 0, alphas_cumprod[prev_t.clamp(min=0)],
+                                 torch.as_tensor(scheduler.final_alpha_cumprod, dtype=torch.float32))
+    x0_hat, eps_hat = _predict_x0_eps(scheduler, model_output, sample, alpha_bar_t)
+    variance = (1 - alpha_bar_prev) / (1 - alpha_bar_t) * (1 - alpha_bar_t / alpha_bar_prev)
+    sigma_t = eta * variance.sqrt()                                     # (B,)
+    a_prev, s = _per_sample(alpha_bar_prev, sample), _per_sample(sigma_t, sample)
+    mean = a_prev.sqrt() * x0_hat + (1 - a_prev - s**2).sqrt() * eps_hat
+    return mean, sigma_t
+
+
+def ddpm_mean_and_sigma(scheduler, model_output, timestep, sample):
+    """The Gaussian of a DDPM ancestral step ("fixed_small" variance, the posterior q(x_{t-1}|x_t, x0))."""
+    _check_ready(scheduler)
+    if scheduler.config.variance_type not in ("fixed_small", "fixed_small_log", "fixed_large"):
+        raise ValueError(f"DDPMScheduler variance_type {scheduler.config.variance_type!r} is not supported; "
+                         f"use 'fixed_small', 'fixed_small_log' or 'fixed_large'")
+    t = _batch_timesteps(timestep, sample)
+    timesteps = scheduler.timesteps.to(sample.device)
+    index = (timesteps[None, :] == t[:, None]).int().argmax(1)         # position of t in the schedule
+    if not bool((timesteps[index] == t).all()):
+        raise ValueError(f"timesteps {t.tolist()} are not all in the scheduler's schedule {timesteps.tolist()}")
+    prev_t = torch.cat([timesteps, timesteps.new_tensor([-1])])[index + 1]
+    alphas_cumprod = scheduler.alphas_cumprod.to(sample.device, torch.float32)
+    alpha_bar_t = alphas_cumprod[t]
+    alpha_bar_prev = torch.where(prev_t >= 0, alphas_cumprod[prev_t.clamp(min=0)], torch.ones(()))
+    beta_t = 1 - alpha_bar_t / alpha_bar_prev
+    x0_hat, _ = _predict_x0_eps(scheduler, model_output, sample, alpha_bar_t)
+    a_t, a_prev, b_t = (_per_sample(v, sample) for v in (alpha_bar_t, alpha_bar_prev, beta_t))
+    mean = (a_prev.sqrt() * b_t * x0_hat + (1 - b_t).sqrt() * (1 - a_prev) * sample.float()) / (1 - a_t)
+    if scheduler.config.variance_type == "fixed_large":
+        variance = beta_t
+    else:
+        variance = ((1 - alpha_bar_prev) / (1 - alpha_bar_t) * beta_t).clamp(min=1e-20)
+    sigma_t = torch.where(t > 0, variance.sqrt(), torch.zeros(()))    # diffusers adds no noise at t = 0
+    return mean, sigma_t
+
+
+def step_sigmas(scheduler, eta=1.0):
+    """sigma_t of every step of the scheduler's current schedule, (T,) fp32, for checks and floors."""
+    _check_ready(scheduler)
+    x = torch.zeros(len(scheduler.timesteps), 1, 1, 1)
+    if isinstance(scheduler, DDIMScheduler):
+        return ddim_mean_and_sigma(scheduler, x, scheduler.timesteps, x, eta)[1]
+    if isinstance(scheduler, DDPMScheduler):
+        return ddpm_mean_and_sigma(scheduler, x, scheduler.timesteps, x)[1]
+    raise _unsupported(scheduler)
+
+
+def _gaussian_step(mean, sigma, sample, prev_sample, generator, reduce, timestep):
+    """Sample x_{t-1} ~ N(mean, sigma^2) (or take the given one) and return it with its log-probability.
+
+    Where sigma_t = 0 (DDIM with steps_offset=0 at its last step, DDPM's step to t = 0) the step is
+    deterministic: sampling through it is fine and its log_prob is reported as 0, but asking for the
+    density of a given x_{t-1} there is an error, because it has none (DDPO's code returns NaN, and one
+    PPO update on it turns the weights to NaN). DiffusionPolicy never trains on steps with small sigma_t.
+    """
+    deterministic = sigma == 0                                          # (B,)
+    if prev_sample is not None and bool(deterministic.any()):
+        t = _batch_timesteps(timestep, sample)[deterministic].tolist()
+        raise ValueError(f"log-probability requested at timestep(s) {t} where sigma_t = 0: a deterministic "
+                         f"step has no density. DDIMScheduler with steps_offset=0 ends on such a step "
+                         f"(Stable Diffusion's configs use steps_offset=1); leave these steps out of training")
+    if prev_sample is None:
+        noise = randn_tensor(mean.shape, generator=generator, device=mean.device, dtype=torch.float32)
+        prev_sample = mean + _per_sample(sigma, mean) * noise
+    prev_sample = prev_sample.float()
+    log_prob = gaussian_log_prob(prev_sample, mean, sigma.clamp(min=1e-20), reduce)
+    log_prob = torch.where(deterministic.to(log_prob.device), torch.zeros_like(log_prob), log_prob)
+    return prev_sample.to(sample.dtype), log_prob
+
+
+def _unsupported(scheduler):
+    return TypeError(f"scheduler {type(scheduler).__name__} is not supported: use DDIMScheduler (with "
+                     f"eta > 0) or DDPMScheduler, e.g. DDIMScheduler.from_config(pipe.scheduler.config)")
+
+
+def _predict_x0_eps(scheduler, model_output, sample, alpha_bar_t):
+    """x0_hat and eps_hat from the model output, by the scheduler's prediction_type; x0_hat clipped as it does."""
+    config = scheduler.config
+    if config.get("thresholding", False):
+        raise ValueError("schedulers with thresholding=True are not supported (Stable Diffusion does not "
+                         "use it); set thresholding=False")
+    out, x = model_output.float(), sample.float()
+    a, b = _per_sample(alpha_bar_t, x), _per_sample(1 - alpha_bar_t, x)
+    if config.prediction_type == "epsilon":
+        x0_hat, eps_hat = (x - b.sqrt() * out) / a.sqrt(), out
+    elif config.prediction_type == "sample":
+        x0_hat, eps_hat = out, (x - a.sqrt() * out) / b.sqrt()
+    elif config.prediction_type == "v_prediction":
+        x0_hat, eps_hat = a.sqrt() * x - b.sqrt() * out, a.sqrt() * out + b.sqrt() * x
+    else:
+        raise ValueError(f"prediction_type {config.prediction_type!r} is not supported; "
+                         f"use 'epsilon', 'sample' or 'v_prediction'")
+    if config.clip_sample:
+        x0_hat = x0_hat.clamp(-config.clip_sample_range, config.clip_sample_range)
+    return x0_hat, eps_hat
+
+
+def _check_ready(scheduler):
+    if getattr(scheduler, "num_inference_steps", None) is None:
+        raise ValueError("the scheduler has no schedule yet: call scheduler.set_timesteps(num_steps) first")
+
+
+def _batch_timesteps(timestep, sample):
+    """timestep (int, 0-d or (B,) tensor) as a (B,) long tensor on sample's device."""
+    t = torch.as_tensor(timestep, device=sample.device).long()
+    if t.ndim == 0:
+        t = t.expand(len(sample))
+    if t.shape != (len(sample),):
+        raise ValueError(f"timestep must be an int or a tensor of shape ({len(sample)},); got shape {tuple(t.shape)}")
+    return t
+
+
+def _per_sample(v, like):
+    """A (B,) tensor as (B, 1, 1, ...) to broadcast against `like`."""
+    return v.to(like.device, torch.float32).reshape(-1, *([1] * (like.ndim - 1)))

@@ -1,0 +1,66 @@
+"""Rewards: one protocol for all of them.
+
+A reward is a callable `reward(images, prompts, metadata) -> (rewards, info)`:
+images (B, 3, H, W) float in [0, 1], prompts a list of B strings, metadata a list of B dicts; rewards a float
+tensor of shape (B,), info a dict of extra per-batch numbers to log. A reward with `distribution = True`
+scores a property of a whole minibatch (diversity, fairness: paper 3.2) and is called once per group of
+samples of one prompt; every sample of the group gets that group's reward.
+Every call is checked by `validate`, so a wrong shape, a NaN or a non-tensor is named at once.
+"""
+
+import io
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def validate(name, out, batch_size):
+    """Check a reward's return value; return (rewards (B,) fp32, info)."""
+    if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], dict)):
+        raise TypeError(f"reward {name!r} must return (rewards, info) with rewards a tensor of shape "
+                        f"({batch_size},) and info a dict; got {type(out).__name__}")
+    rewards, info = out
+    if not isinstance(rewards, torch.Tensor):
+        raise TypeError(f"reward {name!r} returned rewards of type {type(rewards).__name__}; "
+                        f"expected a float torch.Tensor of shape ({batch_size},)")
+    if rewards.shape != (batch_size,):
+        raise ValueError(f"reward {name!r} returned rewards of shape {tuple(rewards.shape)} for a batch of "
+                         f"{batch_size} images; expected shape ({batch_size},)")
+    if not rewards.is_floating_point():
+        raise TypeError(f"reward {name!r} returned dtype {rewards.dtype}; expected a floating point tensor")
+    bad = ~torch.isfinite(rewards)
+    if bad.any():
+        raise ValueError(f"reward {name!r} returned non-finite values {rewards[bad].tolist()} at batch "
+                         f"positions {bad.nonzero().flatten().tolist()}")
+    return rewards.detach().float(), info
+
+
+def jpeg_size_kb(images, quality=95):
+    """The size in kB of each image saved as a JPEG (DDPO's weight-free reward)."""
+    pixels = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()
+    sizes = []
+    for array in pixels.numpy():
+        buffer = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="JPEG", quality=quality)
+        sizes.append(buffer.tell() / 1000)
+    return torch.tensor(sizes)
+
+
+def jpeg_compressibility(images, prompts, metadata):
+    """-(JPEG size in kB): smaller files, i.e. simpler, smoother images, score higher."""
+    return -jpeg_size_kb(images), {}
+
+
+def jpeg_incompressibility(images, prompts, metadata):
+    """+(JPEG size in kB): busier, more detailed images score higher."""
+    return jpeg_size_kb(images), {}
+
+
+REWARDS = {"jpeg_compressibility": jpeg_compressibility, "jpeg_incompressibility": jpeg_incompressibility}
+
+
+def get_reward(name):
+    if name not in REWARDS:
+        raise ValueError(f"unknown reward {name!r}; available: {sorted(REWARDS)}")
+    return REWARDS[name]
