@@ -17,6 +17,7 @@ from diffusers import (AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffus
                        UNet2DConditionModel)
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from minirl.policy import DiffusionPolicy
 
 
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]  # the attention projections, as in DDPO
@@ -90,7 +91,7 @@ def load_pipeline(path_or_id, *, dtype=torch.float32, device="cpu"):
                 f"Diffusion folder holds model_index.json and the subfolders {list(PIPELINE_PARTS)} "
                 f"(write one with `minirl make-tiny-sd DIR` or `pipeline.save_pretrained(DIR)`)")
     pipe = StableDiffusionPipeline.from_pretrained(
-        path_or_id, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False)
+        path_or_id, dtype=dtype, safety_checker=None, requires_safety_checker=False)
     if not isinstance(pipe.scheduler, (DDIMScheduler, DDPMScheduler)):
         pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)

@@ -1,0 +1,351 @@
+"""The RL loop of the paper's Algorithm 1 (DDPO's trainer, several tasks, the L_pre regulariser).
+
+Each epoch (an "iteration" in the paper), theta_old <- theta, then for each task in turn:
+  1. sample: roll out `samples_per_epoch` denoising chains with the current policy (all processes together);
+  2. reward: score the images (validated), distribution rewards once per group of one prompt;
+  3. advantages: normalise over the global batch (or per prompt, or per group) and clip;
+  4. PPO: for each train batch, pick a random subset of each chain's timesteps and take one optimizer step
+     on the clipped surrogate averaged over those transitions (inner_epochs passes over the samples);
+then, if pretraining data is given, one gradient step on beta * L_pre.
+
+The trainer knows the math (mdp, losses, advantages) and the reward protocol, no particular reward or tier.
+Every random draw (prompts, noise, timesteps, shuffles) comes from a seed derived from (seed, epoch, task,
+sample), so a chain does not depend on the batch size or the number of processes, and a resumed run
+continues exactly as an uninterrupted one.
+"""
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from minirl import advantages as adv
+from minirl import checkpoint, runlog
+from minirl.losses import denoising_loss, ppo_loss, reinforce_loss
+from minirl.rewards import validate
+from minirl.tasks import seed_for
+
+
+@dataclass
+class TrainConfig:
+    """One RL run. samples_per_epoch is global (all processes); batch sizes are per process."""
+    epochs: int = 10                 # RL iterations
+    samples_per_epoch: int = 16      # samples per task per epoch, all processes together
+    sample_batch_size: int = 8       # chains rolled out together (UNet batch x2 with guidance)
+    train_batch_size: int = 4        # samples per optimizer step
+    train_micro_batch: int = 0       # transitions per UNet call in training (0: train_batch_size); memory knob
+    timestep_fraction: float = 1.0   # fraction of the trainable timesteps trained per chain
+    inner_epochs: int = 1            # passes of PPO over each batch of samples
+    loss: str = "ppo"                # "ppo" (clipped surrogate) or "reinforce"
+    clip_range: float = 1e-4         # PPO epsilon, on a log-prob averaged over dimensions
+    advantages: str = "batch"        # "batch" (paper), "per_prompt" (DDPO) or "group"
+    adv_clip: float = 5.0            # advantages clipped to +-adv_clip
+    lr: float = 3e-4                 # AdamW learning rate
+    weight_decay: float = 1e-4       # AdamW weight decay (DDPO's)
+    max_grad_norm: float = 1.0       # gradient clipping
+    pretrain_beta: float = 0.0       # weight of the L_pre step (0: no regulariser)
+    seed: int = 0
+    out: str = "runs/rl"             # run folder: metrics.jsonl, config.json, images/, checkpoints/
+    save_every: int = 1              # checkpoint every N epochs (and at the end)
+    keep_checkpoints: int = 2
+    image_every: int = 1             # image grid every N epochs (0: never)
+
+    def check(self, num_processes, num_tasks):
+        """Validate the batch arithmetic before any work; return the per-process sample count."""
+        for name in ("epochs", "samples_per_epoch", "sample_batch_size", "train_batch_size", "inner_epochs"):
+            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
+                raise ValueError(f"{name} must be an int >= 1; got {getattr(self, name)!r}")
+        if self.samples_per_epoch % num_processes:
+            raise ValueError(f"samples_per_epoch={self.samples_per_epoch} must divide among {num_processes} "
+                             f"processes; valid: a multiple of {num_processes}")
+        local = self.samples_per_epoch // num_processes
+        if local % self.sample_batch_size:
+            raise ValueError(f"samples per process ({local}) must be a multiple of sample_batch_size="
+                             f"{self.sample_batch_size}; valid sample batch sizes: {_divisors(local)}")
+        if local % self.train_batch_size:
+            raise ValueError(f"samples per process ({local}) must be a multiple of train_batch_size="
+                             f"{self.train_batch_size}; valid train batch sizes: {_divisors(local)}")
+        if not 0 < self.timestep_fraction <= 1:
+            raise ValueError(f"timestep_fraction must be in (0, 1]; got {self.timestep_fraction}")
+        choices = {"loss": ("ppo", "reinforce"), "advantages": ("batch", "per_prompt", "group")}
+        for name, valid in choices.items():
+            if getattr(self, name) not in valid:
+                raise ValueError(f"{name} must be one of {valid}; got {getattr(self, name)!r}")
+        if num_tasks < 1:
+            raise ValueError("give at least one task")
+        return local
+
+
+class Trainer:
+    """RL fine-tuning of a DiffusionPolicy on tasks, under an accelerate.Accelerator.
+
+    pretrain_data: optional function generator -> (images (B, 3, H, W) in [0, 1], prompts), a batch of the
+    pretraining data for the L_pre step.
+    """
+
+    def __init__(self, policy, tasks, config, accelerator=None, pretrain_data=None):
+        from accelerate import Accelerator
+        self.policy, self.tasks, self.cfg = policy, list(tasks), config
+        self.acc = accelerator or Accelerator()
+        self.local_samples = config.check(self.acc.num_processes, len(self.tasks))
+        for task in self.tasks:
+            if config.sample_batch_size % task.group_size:
+                raise ValueError(f"task {task.name!r}: group_size={task.group_size} must divide "
+                                 f"sample_batch_size={config.sample_batch_size}")
+            if config.advantages == "group" and task.group_size < 2:
+                raise ValueError(f"advantages='group' needs tasks with group_size >= 2; task {task.name!r} "
+                                 f"has {task.group_size}")
+        if pretrain_data is None and config.pretrain_beta > 0:
+            raise ValueError(f"pretrain_beta={config.pretrain_beta} needs pretrain_data")
+        self.pretrain_data = pretrain_data
+        params = [p for p in policy.unet.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("the UNet has no trainable parameters: add LoRA (minirl.sd.add_lora) or "
+                             "call unet.requires_grad_(True) for full fine-tuning")
+        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        policy.unet, self.optimizer = self.acc.prepare(policy.unet, optimizer)
+        self.trackers = {t.name: adv.PerPromptStatTracker() for t in self.tasks}
+        self.epoch, self.global_step = 0, 0
+        self.n_train = max(1, int(len(policy.trainable_steps) * config.timestep_fraction))
+        self.log = runlog.RunLog(Path(config.out), self.acc)
+
+    # -- one epoch ----------------------------------------------------------------------------------------
+    def train(self, on_epoch_end=None):
+        if self.epoch == 0:
+            self.log.start(self.cfg, self.summary())
+        bar = self.log.progress(total=self.cfg.epochs, initial=self.epoch)
+        while self.epoch < self.cfg.epochs:
+            start = time.perf_counter()
+            metrics = {}
+            for k, task in enumerate(self.tasks):
+                batch, stats = self.sample(task, k)
+                stats.update(self.learn(task, k, batch))
+                metrics.update({self._key(task, name): v for name, v in stats.items()})
+            if self.pretrain_data is not None and self.cfg.pretrain_beta > 0:
+                metrics.update(self.pretrain_step())
+            self.epoch += 1
+            metrics = {"epoch": self.epoch, "global_step": self.global_step, **metrics,
+                       "epoch_seconds": time.perf_counter() - start}
+            self.log.metrics(metrics)
+            if self.epoch % self.cfg.save_every == 0 or self.epoch == self.cfg.epochs:
+                self.save()
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k.endswith("reward_mean")})
+            if on_epoch_end is not None:
+                on_epoch_end(self, metrics)
+        bar.close()
+        return self
+
+    @torch.no_grad()
+    def sample(self, task, k):
+        """Roll out this process's share of the task's samples, score them, and compute advantages over the
+        global batch. Returns (batch of tensors for training, reward statistics)."""
+        cfg, acc, policy = self.cfg, self.acc, self.policy
+        first = acc.process_index * self.local_samples
+        chains, rewards, prompts, infos = [], [], [], {}
+        for b in range(first, first + self.local_samples, cfg.sample_batch_size):
+            indices = range(b, b + cfg.sample_batch_size)
+            batch_prompts, metadata = task.draw(cfg.seed, self.epoch, k, indices)
+            generators = [torch.Generator().manual_seed(seed_for(cfg.seed, self.epoch, k, i, "noise"))
+                          for i in indices]
+            traj = policy.rollout(batch_prompts, generators)
+            _check_finite(traj.log_probs, "sampled log_probs", self.epoch, task.name)
+            images = policy.decode(traj.latents[:, -1])
+            r, info = self.reward(task, images, batch_prompts, metadata)
+            chains.append(traj)
+            rewards.append(r)
+            prompts += batch_prompts
+            infos.update(info)
+            if b == first and self.log.want_images(self.epoch, cfg.image_every):
+                self.log.images(images, batch_prompts, r, f"{task.name}_epoch{self.epoch:04d}")
+        local = torch.cat(rewards).to(acc.device)
+        global_rewards = acc.gather(local).cpu()
+        if cfg.advantages == "batch":
+            advantages = adv.normalize(global_rewards)
+        elif cfg.advantages == "per_prompt":
+            from accelerate.utils import gather_object
+            all_prompts = gather_object(prompts) if acc.num_processes > 1 else prompts
+            advantages = self.trackers[task.name].update(all_prompts, global_rewards)
+        else:
+            groups = torch.arange(len(global_rewards)) // task.group_size
+            advantages = adv.group_relative(global_rewards, groups)
+        mine = slice(acc.process_index * self.local_samples, (acc.process_index + 1) * self.local_samples)
+        batch = {
+            "latents": torch.cat([c.latents for c in chains]),              # (N, T+1, C, H, W)
+            "log_probs": torch.cat([c.log_probs for c in chains]),          # (N, T)
+            "embeds": torch.cat([c.prompt_embeds for c in chains]),         # (N, L, D)
+            "advantages": adv.clip(advantages[mine], cfg.adv_clip).to(acc.device),  # (N,)
+            "timesteps": chains[0].timesteps,                               # (T,)
+            "first": first,
+        }
+        stats = {"reward_mean": global_rewards.mean().item(), "reward_std": global_rewards.std(unbiased=False).item(),
+                 **{k: float(v) for k, v in infos.items()}}
+        return batch, stats
+
+    def reward(self, task, images, prompts, metadata):
+        if not task.distribution:
+            return validate(task.name, task.reward(images, prompts, metadata), len(images))
+        rewards, info = [], {}
+        for g in range(0, len(images), task.group_size):
+            part = slice(g, g + task.group_size)
+            r, i = validate(task.name, task.reward(images[part], prompts[part], metadata[part]), task.group_size)
+            rewards.append(r)
+            info.update(i)
+        return torch.cat(rewards), info
+
+    def learn(self, task, k, batch):
+        """PPO (or REINFORCE) updates over the sampled chains; returns the epoch's metrics for this task."""
+        cfg, acc, policy = self.cfg, self.acc, self.policy
+        n = len(batch["advantages"])
+        infos = []
+        for inner in range(cfg.inner_epochs):
+            shuffle = torch.randperm(n, generator=_gen(cfg.seed, self.epoch, k, inner, "shuffle", acc.process_index))
+            for start in range(0, n, cfg.train_batch_size):
+                rows = shuffle[start:start + cfg.train_batch_size]
+                infos.append(self.update(task, batch, rows, inner, k))
+        metrics = {name: torch.stack([i[name] for i in infos]).mean().item() for name in infos[0]}
+        metrics["max_abs_log_ratio_first_update"] = infos[0]["max_abs_log_ratio"].item()
+        return metrics
+
+    def update(self, task, batch, rows, inner, k):
+        """One optimizer step on the transitions (sample i, its j-th chosen timestep) of these rows."""
+        cfg, acc, policy = self.cfg, self.acc, self.policy
+        trainable = policy.trainable_steps
+        steps = torch.stack([trainable[torch.randperm(len(trainable), generator=_gen(
+            cfg.seed, self.epoch, k, inner, "timesteps", batch["first"] + int(i)))[:self.n_train]] for i in rows])
+        pairs = [(int(rows[r]), int(steps[r, j])) for j in range(self.n_train) for r in range(len(rows))]
+        micro = cfg.train_micro_batch or cfg.train_batch_size
+        chunks = [pairs[s:s + micro] for s in range(0, len(pairs), micro)]
+        infos = []
+        for c, chunk in enumerate(chunks):
+            i = torch.tensor([p[0] for p in chunk], device=acc.device)
+            j = torch.tensor([p[1] for p in chunk], device=acc.device)
+            x_t, x_prev = batch["latents"][i, j], batch["latents"][i, j + 1]
+            t = batch["timesteps"].to(acc.device)[j]
+            sync = c == len(chunks) - 1
+            with acc.autocast(), (nullcontext() if sync else acc.no_sync(policy.unet)):
+                log_prob = policy.log_prob(x_t, x_prev, t, batch["embeds"][i])
+                _check_finite(log_prob, "recomputed log_prob", self.epoch, task.name, t)
+                old = batch["log_probs"][i, j]
+                if cfg.loss == "ppo":
+                    loss, info = ppo_loss(log_prob, old, batch["advantages"][i], cfg.clip_range)
+                else:
+                    loss, info = reinforce_loss(log_prob, batch["advantages"][i])
+                _check_finite(loss, "loss", self.epoch, task.name, t)
+                acc.backward(loss * len(chunk) / len(pairs))
+            info["max_abs_log_ratio"] = (log_prob.detach() - old).abs().max()
+            infos.append(info)
+        grad_norm = self.step(task.name)
+        info = {name: torch.stack([x[name] for x in infos]).mean() for name in infos[0] if name != "max_abs_log_ratio"}
+        info["max_abs_log_ratio"] = torch.stack([x["max_abs_log_ratio"] for x in infos]).max()
+        info["grad_norm"] = grad_norm
+        return {name: v.detach().float().cpu() for name, v in info.items()}
+
+    def step(self, where):
+        """Clip, check and apply the accumulated gradient; returns its norm before clipping."""
+        params = [p for p in self.policy.unet.parameters() if p.requires_grad]
+        grad_norm = self.acc.clip_grad_norm_(params, self.cfg.max_grad_norm)
+        _check_finite(grad_norm, "gradient norm", self.epoch, where)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.global_step += 1
+        return torch.as_tensor(grad_norm)
+
+    def pretrain_step(self):
+        """Algorithm 1's last line: one gradient step on beta * L_pre with a batch of pretraining data."""
+        policy = self.policy
+        generator = _gen(self.cfg.seed, self.epoch, "pretrain", self.acc.process_index)
+        images, prompts = self.pretrain_data(generator)
+        with self.acc.autocast():
+            x0, embeds = policy.encode_images(images), policy.encode_prompts(prompts)
+            pred, target = policy.denoising_prediction(x0, embeds, generator)
+            loss, info = denoising_loss(pred, target)
+            _check_finite(loss, "L_pre", self.epoch, "pretrain")
+            self.acc.backward(self.cfg.pretrain_beta * loss)
+        info["pretrain_grad_norm"] = self.step("pretrain")
+        return {k: float(v) for k, v in info.items()}
+
+    # -- reporting and checkpoints ------------------------------------------------------------------------
+    def _key(self, task, name):
+        return name if len(self.tasks) == 1 else f"{task.name}/{name}"
+
+    def summary(self):
+        cfg, p, acc = self.cfg, self.policy, self.acc
+        T, left_out = p.num_steps, p.num_steps - len(p.trainable_steps)
+        per_update = cfg.train_batch_size * self.n_train
+        micro = cfg.train_micro_batch or cfg.train_batch_size
+        updates = cfg.inner_epochs * self.local_samples // cfg.train_batch_size
+        cfg_x = 2 if p.do_cfg else 1
+        lines = [
+            f"processes {acc.num_processes} on {acc.device}; tasks {[t.name for t in self.tasks]}",
+            f"sampling, per task and epoch: {cfg.samples_per_epoch} samples = {acc.num_processes} processes x "
+            f"{self.local_samples // cfg.sample_batch_size} batches x {cfg.sample_batch_size}, {T} steps "
+            f"(eta {p.eta}, guidance {p.guidance_scale}): {T * self.local_samples // cfg.sample_batch_size} "
+            f"UNet passes at batch {cfg_x * cfg.sample_batch_size} per process",
+            f"training: {self.n_train} of {len(p.trainable_steps)} trainable timesteps a chain "
+            f"({left_out} with sigma_t < min_sigma={p.min_sigma} left out), {updates} optimizer steps a task "
+            f"and epoch ({cfg.inner_epochs} inner epochs x {self.local_samples // cfg.train_batch_size} batches "
+            f"of {cfg.train_batch_size}), each over {per_update} transitions in "
+            f"{math.ceil(per_update / micro)} UNet passes at batch {cfg_x * micro}",
+        ]
+        return "\n".join(lines)
+
+    def state_dict(self):
+        unet = self.acc.unwrap_model(self.policy.unet)
+        return {"trainable": {n: p for n, p in unet.named_parameters() if p.requires_grad},
+                "optimizer": self.optimizer.state_dict(), "rng": checkpoint.rng_state(),
+                "trackers": {k: t.state_dict() for k, t in self.trackers.items()},
+                "epoch": self.epoch, "global_step": self.global_step, "config": asdict(self.cfg)}
+
+    def save(self):
+        self.acc.wait_for_everyone()
+        if self.acc.is_main_process:
+            root = Path(self.cfg.out) / "checkpoints"
+            checkpoint.save_state(self.state_dict(), root, f"epoch_{self.epoch:04d}")
+            checkpoint.prune(root, self.cfg.keep_checkpoints)
+        self.acc.wait_for_everyone()
+
+    def resume(self, folder=None):
+        """Continue from a checkpoint folder (default: the run folder's latest). Returns self."""
+        folder = folder or checkpoint.latest(Path(self.cfg.out) / "checkpoints")
+        if folder is None:
+            raise FileNotFoundError(f"no checkpoint to resume under {self.cfg.out}/checkpoints")
+        state = checkpoint.load_state(folder)
+        unet = self.acc.unwrap_model(self.policy.unet)
+        params = dict(unet.named_parameters())
+        mismatch = set(state["trainable"]) ^ {n for n, p in params.items() if p.requires_grad}
+        if mismatch:
+            raise ValueError(f"checkpoint {folder} does not match the model's trainable parameters "
+                             f"(e.g. {sorted(mismatch)[:3]}): was it made with the same LoRA rank / model?")
+        with torch.no_grad():
+            for name, value in state["trainable"].items():
+                params[name].copy_(value)
+        self.optimizer.load_state_dict(state["optimizer"])
+        checkpoint.set_rng_state(state["rng"])
+        for name, tracker_state in state["trackers"].items():
+            self.trackers[name].load_state_dict(tracker_state)
+        self.epoch, self.global_step = state["epoch"], state["global_step"]
+        self.log.resumed(self.epoch)
+        return self
+
+
+def _check_finite(x, what, epoch, task, timesteps=None):
+    """Stop the run, naming where, if a tensor holds NaN or inf."""
+    x = torch.as_tensor(x)
+    if not bool(torch.isfinite(x).all()):
+        where = f" at timesteps {torch.as_tensor(timesteps).tolist()}" if timesteps is not None else ""
+        raise FloatingPointError(f"{what} is not finite (epoch {epoch}, task {task!r}{where}, dtype {x.dtype}): "
+                                 f"{x.flatten()[:8].tolist()}. Common causes: a step with sigma_t ~ 0 "
+                                 f"(min_sigma), fp16 overflow (use bf16 or fp32), a learning rate too high.")
+
+
+def _gen(*parts):
+    return torch.Generator().manual_seed(seed_for(*parts))
+
+
+def _divisors(n):
+    return [d for d in range(1, n + 1) if n % d == 0]
+
