@@ -29,15 +29,15 @@ def versions():
 
 
 class RunLog:
-    def __init__(self, out, accelerator):
-        self.out, self.acc = out, accelerator
+    def __init__(self, out, accelerator, run_info):
+        self.out, self.acc, self.run_info = out, accelerator, run_info
         self.main = accelerator.is_main_process
 
     def start(self, config, summary):
         """Write config.json and print the batch arithmetic; start the trackers."""
         if self.main:
             self.out.mkdir(parents=True, exist_ok=True)
-            record = {"config": asdict(config), "command": sys.argv, "summary": summary.split("\n"),
+            record = {"config": asdict(config), "run": self.run_info, "command": sys.argv, "summary": summary.split("\n"),
                       "num_processes": self.acc.num_processes, "versions": versions()}
             (self.out / "config.json").write_text(json.dumps(record, indent=2))
             (self.out / "metrics.jsonl").write_text("")

@@ -29,6 +29,9 @@ from minirl.rewards import validate
 from minirl.tasks import seed_for
 
 
+RESUMABLE_CHANGES = {"epochs", "save_every", "keep_checkpoints", "image_every"}
+
+
 @dataclass
 class TrainConfig:
     """One RL run. samples_per_epoch is global (all processes); batch sizes are per process."""
@@ -83,10 +86,11 @@ class Trainer:
     """RL fine-tuning of a DiffusionPolicy on tasks, under an accelerate.Accelerator.
 
     pretrain_data: optional function generator -> (images (B, 3, H, W) in [0, 1], prompts), a batch of the
-    pretraining data for the L_pre step.
+    pretraining data for the L_pre step. run_info: anything else that defines the run (the command line's
+    pipeline, reward and prompts), recorded in config.json.
     """
 
-    def __init__(self, policy, tasks, config, accelerator=None, pretrain_data=None):
+    def __init__(self, policy, tasks, config, accelerator=None, pretrain_data=None, run_info=None):
         from accelerate import Accelerator
         self.policy, self.tasks, self.cfg = policy, list(tasks), config
         self.acc = accelerator or Accelerator()
@@ -110,7 +114,7 @@ class Trainer:
         self.trackers = {t.name: adv.PerPromptStatTracker() for t in self.tasks}
         self.epoch, self.global_step = 0, 0
         self.n_train = max(1, int(len(policy.trainable_steps) * config.timestep_fraction))
-        self.log = runlog.RunLog(Path(config.out), self.acc)
+        self.log = runlog.RunLog(Path(config.out), self.acc, run_info or {})
 
     # -- one epoch ----------------------------------------------------------------------------------------
     def train(self, on_epoch_end=None):
@@ -280,14 +284,14 @@ class Trainer:
         updates = cfg.inner_epochs * self.local_samples // cfg.train_batch_size
         cfg_x = 2 if p.do_cfg else 1
         lines = [
-            f"processes {acc.num_processes} on {acc.device}; tasks {[t.name for t in self.tasks]}",
-            f"sampling, per task and epoch: {cfg.samples_per_epoch} samples = {acc.num_processes} processes x "
+            f"{acc.num_processes} process(es) on {acc.device}; tasks {[t.name for t in self.tasks]}",
+            f"sampling, per task and epoch: {cfg.samples_per_epoch} samples = {acc.num_processes} process(es) x "
             f"{self.local_samples // cfg.sample_batch_size} batches x {cfg.sample_batch_size}, {T} steps "
             f"(eta {p.eta}, guidance {p.guidance_scale}): {T * self.local_samples // cfg.sample_batch_size} "
             f"UNet passes at batch {cfg_x * cfg.sample_batch_size} per process",
             f"training: {self.n_train} of {len(p.trainable_steps)} trainable timesteps a chain "
             f"({left_out} with sigma_t < min_sigma={p.min_sigma} left out), {updates} optimizer steps a task "
-            f"and epoch ({cfg.inner_epochs} inner epochs x {self.local_samples // cfg.train_batch_size} batches "
+            f"and epoch ({cfg.inner_epochs} inner epoch(s) x {self.local_samples // cfg.train_batch_size} batches "
             f"of {cfg.train_batch_size}), each over {per_update} transitions in "
             f"{math.ceil(per_update / micro)} UNet passes at batch {cfg_x * micro}",
         ]
@@ -314,6 +318,11 @@ class Trainer:
         if folder is None:
             raise FileNotFoundError(f"no checkpoint to resume under {self.cfg.out}/checkpoints")
         state = checkpoint.load_state(folder)
+        changed = {k: (v, getattr(self.cfg, k)) for k, v in state["config"].items()
+                   if k not in RESUMABLE_CHANGES and getattr(self.cfg, k) != v}
+        if changed:
+            raise ValueError(f"cannot resume {folder} with a different config: {changed} (checkpoint, now); "
+                             f"only {sorted(RESUMABLE_CHANGES)} may change")
         unet = self.acc.unwrap_model(self.policy.unet)
         params = dict(unet.named_parameters())
         mismatch = set(state["trainable"]) ^ {n for n, p in params.items() if p.requires_grad}

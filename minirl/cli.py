@@ -1,0 +1,152 @@
+"""The command line: `minirl train`, `minirl make-tiny-sd`, `minirl demo`.
+
+    minirl make-tiny-sd runs/tiny-sd
+    minirl train --pipeline runs/tiny-sd --reward jpeg_compressibility --prompts cat,dog --epochs 4 --out runs/x
+    accelerate launch -m minirl.cli train ...      # several processes or GPUs
+
+A run folder holds everything needed to reproduce it: config.json (every argument, the seed, the package
+versions), metrics.jsonl, images/ and checkpoints/ (`--resume` continues from the latest).
+"""
+
+import argparse
+from dataclasses import fields
+from pathlib import Path
+
+from minirl.trainer import TrainConfig
+
+TINY_SD = "runs/tiny-sd"
+
+
+def train_parser(sub):
+    p = sub.add_parser("train", help="RL fine-tuning of a Stable Diffusion pipeline on one reward",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--pipeline", required=True, help="hub id or local folder of a diffusers SD 1.x/2.x pipeline")
+    p.add_argument("--reward", default="jpeg_compressibility", help="a reward of minirl.rewards.REWARDS")
+    p.add_argument("--prompts", default="cat,dog,horse,monkey",
+                   help="comma-separated prompts, or @FILE with one prompt a line")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--samples-per-epoch", type=int, default=16, help="all processes together")
+    p.add_argument("--sample-batch-size", type=int, default=8, help="per process")
+    p.add_argument("--train-batch-size", type=int, default=4, help="per process, samples an optimizer step")
+    p.add_argument("--train-micro-batch", type=int, default=0,
+                   help="transitions per UNet call in training (0: the train batch size)")
+    p.add_argument("--steps", type=int, default=20, help="denoising steps")
+    p.add_argument("--eta", type=float, default=1.0, help="DDIM eta (> 0: a stochastic policy)")
+    p.add_argument("--guidance", type=float, default=5.0, help="classifier-free guidance scale")
+    p.add_argument("--min-sigma", type=float, default=0.05, help="steps with sigma_t below it are not trained on")
+    p.add_argument("--scheduler", choices=("ddim", "ddpm"), default="ddim")
+    p.add_argument("--lora-rank", type=int, default=4, help="0: full fine-tuning of the UNet")
+    p.add_argument("--timestep-fraction", type=float, default=1.0)
+    p.add_argument("--inner-epochs", type=int, default=1)
+    p.add_argument("--loss", choices=("ppo", "reinforce"), default="ppo")
+    p.add_argument("--clip-range", type=float, default=1e-4)
+    p.add_argument("--advantages", choices=("batch", "per_prompt", "group"), default="batch")
+    p.add_argument("--group-size", type=int, default=1, help="samples per prompt (for --advantages group)")
+    p.add_argument("--adv-clip", type=float, default=5.0)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--max-grad-norm", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/rl")
+    p.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default="no",
+                   help="bf16 on GPUs; CPUs run fp32")
+    p.add_argument("--tracker", default=None, help="an Accelerate tracker to log to too (tensorboard, wandb, all)")
+    p.add_argument("--save-every", type=int, default=1)
+    p.add_argument("--image-every", type=int, default=1)
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
+    p.set_defaults(func=train)
+
+
+def read_prompts(spec):
+    prompts = Path(spec[1:]).read_text().splitlines() if spec.startswith("@") else spec.split(",")
+    prompts = [p.strip() for p in prompts if p.strip()]
+    if not prompts:
+        raise SystemExit(f"error: --prompts {spec!r} holds no prompt; give e.g. --prompts cat,dog or @prompts.txt")
+    return prompts
+
+
+def build(args):
+    """Accelerator, policy and task from the arguments, validated before anything heavy is loaded."""
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    from minirl import sd
+    from minirl.rewards import get_reward
+    from minirl.tasks import Task
+
+    prompts, reward = read_prompts(args.prompts), get_reward(args.reward)
+    config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)})
+    acc = Accelerator(mixed_precision=args.mixed_precision, log_with=args.tracker, project_dir=args.out)
+    config.check(acc.num_processes, 1)
+    if args.mixed_precision == "fp16" and acc.device.type == "cpu":
+        raise SystemExit("error: --mixed-precision fp16 is not supported on CPU (it overflows to NaN and many "
+                         "CPU kernels lack it); use 'no' on CPU, 'bf16' on a GPU")
+    set_seed(args.seed)  # LoRA's random init below
+    dtype = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.mixed_precision]
+    pipe = sd.load_pipeline(args.pipeline, dtype=dtype, device=acc.device)
+    if args.scheduler == "ddpm":
+        from diffusers import DDPMScheduler
+        pipe.scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    if args.lora_rank > 0:
+        sd.add_lora(pipe.unet, args.lora_rank)
+        for p in pipe.unet.parameters():
+            if p.requires_grad:
+                p.data = p.data.float()  # trainable weights in fp32, frozen ones in `dtype`
+    else:
+        pipe.unet.float().requires_grad_(True)
+    policy = sd.policy_from_pipeline(pipe, num_steps=args.steps, eta=args.eta, guidance_scale=args.guidance,
+                                     min_sigma=args.min_sigma)
+    task = Task(args.reward, prompts, reward, group_size=args.group_size)
+    return acc, policy, [task], config
+
+
+def train(args):
+    from minirl.trainer import Trainer
+    acc, policy, tasks, config = build(args)
+    trainer = Trainer(policy, tasks, config, accelerator=acc, run_info={k: v for k, v in vars(args).items() if k != "func"})
+    if args.resume:
+        trainer.resume()
+    trainer.train()
+    acc.end_training()
+
+
+def make_tiny_sd(args):
+    from minirl.sd import make_tiny_sd
+    print(f"wrote a tiny random Stable Diffusion pipeline to {make_tiny_sd(args.folder)}")
+
+
+def demo(args):
+    """The JPEG-compressibility example on the tiny SD pipeline (CPU, a few minutes)."""
+    if not Path(args.pipeline).exists():
+        make_tiny_sd(argparse.Namespace(folder=args.pipeline))
+    argv = ["train", "--pipeline", args.pipeline, "--reward", "jpeg_compressibility", "--epochs", str(args.epochs),
+            "--samples-per-epoch", "16", "--sample-batch-size", "8", "--train-batch-size", "8",
+            "--lr", "1e-3", "--out", args.out]
+    main(argv)
+    from minirl.runlog import read_metrics
+    rewards = [m["reward_mean"] for m in read_metrics(args.out)]
+    print(f"mean reward (minus JPEG kB) per epoch: {', '.join(f'{r:.3f}' for r in rewards)}")
+    print(f"images per epoch in {args.out}/images, metrics in {args.out}/metrics.jsonl")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="minirl", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    train_parser(sub)
+    p = sub.add_parser("make-tiny-sd", help="write a tiny random SD pipeline (offline, for tests and CPU runs)")
+    p.add_argument("folder")
+    p.set_defaults(func=make_tiny_sd)
+    p = sub.add_parser("demo", help="the main example, on CPU in a few minutes")
+    p.add_argument("--pipeline", default=TINY_SD)
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--out", default="runs/demo")
+    p.set_defaults(func=demo)
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError) as e:  # bad input: the message says what and what is valid
+        raise SystemExit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()
