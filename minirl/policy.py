@@ -45,7 +45,7 @@ class DiffusionPolicy:
         self.eta, self.guidance_scale, self.min_sigma = eta, guidance_scale, min_sigma
         scheduler.set_timesteps(num_steps)
         self.sigmas = step_sigmas(scheduler, eta)                           # (T,)
-        self.trainable_steps = torch.nonzero(self.sigmas >= min_sigma).flatten()
+        self.trainable_steps = torch.nonzero((self.sigmas >= min_sigma) & (self.sigmas > 0)).flatten()
         if len(self.trainable_steps) == 0:
             raise ValueError(f"no step has sigma_t >= min_sigma={min_sigma} (largest {self.sigmas.max():.4f}); "
                              f"lower min_sigma or raise eta")
