@@ -30,4 +30,5 @@ def tiny_trainer(folder, out, reward=jpeg_compressibility, policy=None, accelera
 
 
 def trainable(trainer):
-    return {n: p.detach().clone() for n, p in trainer.policy.unet.named_parameters() if p.requires_grad}
+    unet = trainer.acc.unwrap_model(trainer.policy.unet)
+    return {n: p.detach().clone() for n, p in unet.named_parameters() if p.requires_grad}

@@ -1,0 +1,32 @@
+# Two commands for a newcomer: `make demo` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test lab bench clean
+
+$(VENV)/.base: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e .
+	touch $@
+
+$(VENV)/.test: $(VENV)/.base
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+demo: $(VENV)/.base
+	$(PY) -m minirl.cli demo
+
+test: $(VENV)/.test
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider tests
+
+lab: $(VENV)/.test
+	$(VENV)/bin/jupyter lab notebooks
+
+bench: $(VENV)/.base
+	bash bench/setup_trl.sh
+	$(PY) bench/epoch_time.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
