@@ -81,24 +81,24 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--extra", nargs="*", default=[], help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    parser.add_argument("--floor-steps", type=int, help=argparse.SUPPRESS)
+    args, extra = parser.parse_known_args()  # a minirl worker passes the rest to `minirl train`
     if args.worker == "minirl":
-        return worker_minirl(args.epochs, args.extra)
+        return worker_minirl(args.epochs, extra)
     if args.worker == "floor":
-        return worker_floor(int(args.extra[0]))
+        return worker_floor(args.floor_steps)
     if not PIPELINE.exists():
         from minirl.sd import make_tiny_sd
         make_tiny_sd(PIPELINE)
     me = [sys.executable, __file__, "--epochs", str(args.epochs), "--worker"]
     tools = {
         "minirl": me + ["minirl"],
-        "minirl, all 20 steps": me + ["minirl", "--extra", "--min-sigma", "0"],
-        "minirl, micro-batch 24": me + ["minirl", "--extra", "--train-micro-batch", "24"],
+        "minirl, all 20 steps": me + ["minirl", "--min-sigma", "0"],
+        "minirl, micro-batch 24": me + ["minirl", "--train-micro-batch", "24"],
         "trl": [str(HERE / ".venv-trl" / "bin" / "python"), str(HERE / "trl_ddpo.py"), "--pipeline", str(PIPELINE),
                 "--epochs", str(args.epochs)],
-        "floor, 20 steps": me + ["floor", "--extra", "20"],
-        "floor, 18 steps": me + ["floor", "--extra", "18"],
+        "floor, 20 steps": me + ["floor", "--floor-steps", "20"],
+        "floor, 18 steps": me + ["floor", "--floor-steps", "18"],
     }
     results = {name: [] for name in tools}
     for r in range(args.rounds):

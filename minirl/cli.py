@@ -19,7 +19,8 @@ def train_parser(sub):
     p = sub.add_parser("train", help="RL fine-tuning of a Stable Diffusion pipeline on one reward",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--pipeline", required=True, help="hub id or local folder of a diffusers SD 1.x/2.x pipeline")
-    p.add_argument("--reward", default="jpeg_compressibility", help="a reward of minirl.rewards.REWARDS")
+    p.add_argument("--reward", default="jpeg_compressibility",
+                   help="a reward of minirl.rewards.REWARDS; several, comma-separated, train jointly (one task each)")
     p.add_argument("--prompts", default="cat,dog,horse,monkey",
                    help="comma-separated prompts, or @FILE with one prompt a line")
     p.add_argument("--epochs", type=int, default=10)
@@ -72,13 +73,14 @@ def build(args):
     from minirl.rewards import get_reward
     from minirl.tasks import Task
 
-    prompts, reward = read_prompts(args.prompts), get_reward(args.reward)
+    prompts, names = read_prompts(args.prompts), [n.strip() for n in args.reward.split(",")]
+    tasks = [Task(name, prompts, get_reward(name), group_size=args.group_size) for name in names]
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)})
     if args.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise ValueError("--mixed-precision fp16 is not supported on CPU (it overflows to NaN and many CPU "
                          "kernels lack it); use 'no' on CPU, 'bf16' on a GPU")
     acc = Accelerator(mixed_precision=args.mixed_precision, log_with=args.tracker, project_dir=args.out)
-    config.check(acc.num_processes, 1)
+    config.check(acc.num_processes, len(tasks))
     set_seed(args.seed)  # LoRA's random init below
     dtype = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.mixed_precision]
     pipe = sd.load_pipeline(args.pipeline, dtype=dtype, device=acc.device)
@@ -94,8 +96,7 @@ def build(args):
         pipe.unet.float().requires_grad_(True)
     policy = sd.policy_from_pipeline(pipe, num_steps=args.steps, eta=args.eta, guidance_scale=args.guidance,
                                      min_sigma=args.min_sigma)
-    task = Task(args.reward, prompts, reward, group_size=args.group_size)
-    return acc, policy, [task], config
+    return acc, policy, tasks, config
 
 
 def train(args):

@@ -2,7 +2,8 @@
 
     config.json     the resolved config, the command line, the batch arithmetic, package versions
     metrics.jsonl   one JSON line per epoch (also sent to Accelerate's trackers when the run has any)
-    images/         a grid of each task's first sample batch, with its prompts and rewards in a .json
+    images/         a grid of each task's first sample batch of each epoch (1-based, like metrics), with
+                    its prompts and rewards in a .json
 Only the main process writes.
 """
 

@@ -149,7 +149,7 @@ class Trainer:
         global batch. Returns (batch of tensors for training, reward statistics)."""
         cfg, acc, policy = self.cfg, self.acc, self.policy
         first = acc.process_index * self.local_samples
-        chains, rewards, prompts, infos = [], [], [], {}
+        chains, rewards, prompts, infos = [], [], [], []
         for b in range(first, first + self.local_samples, cfg.sample_batch_size):
             indices = range(b, b + cfg.sample_batch_size)
             batch_prompts, metadata = task.draw(cfg.seed, self.epoch, k, indices)
@@ -162,9 +162,9 @@ class Trainer:
             chains.append(traj)
             rewards.append(r)
             prompts += batch_prompts
-            infos.update(info)
-            if b == first and self.log.want_images(self.epoch, cfg.image_every):
-                self.log.images(images, batch_prompts, r, f"{task.name}_epoch{self.epoch:04d}")
+            infos.append(info)
+            if b == first and self.log.want_images(self.epoch + 1, cfg.image_every):
+                self.log.images(images, batch_prompts, r, f"{task.name}_epoch{self.epoch + 1:04d}")
         local = torch.cat(rewards).to(acc.device)
         global_rewards = acc.gather(local).cpu()
         if cfg.advantages == "batch":
@@ -185,20 +185,20 @@ class Trainer:
             "timesteps": chains[0].timesteps,                               # (T,)
             "first": first,
         }
-        stats = {"reward_mean": global_rewards.mean().item(), "reward_std": global_rewards.std(unbiased=False).item(),
-                 **{k: float(v) for k, v in infos.items()}}
+        stats = {"reward_mean": global_rewards.mean().item(), "reward_std": global_rewards.std(unbiased=False).item()}
+        stats.update(_mean(infos))  # the reward's own info, averaged over this process's batches
         return batch, stats
 
     def reward(self, task, images, prompts, metadata):
         if not task.distribution:
             return validate(task.name, task.reward(images, prompts, metadata), len(images))
-        rewards, info = [], {}
+        rewards, infos = [], []
         for g in range(0, len(images), task.group_size):
             part = slice(g, g + task.group_size)
-            r, i = validate(task.name, task.reward(images[part], prompts[part], metadata[part]), task.group_size)
+            r, info = validate(task.name, task.reward(images[part], prompts[part], metadata[part]), task.group_size)
             rewards.append(r)
-            info.update(i)
-        return torch.cat(rewards), info
+            infos.append(info)
+        return torch.cat(rewards), _mean(infos)
 
     def learn(self, task, k, batch):
         """PPO (or REINFORCE) updates over the sampled chains; returns the epoch's metrics for this task."""
@@ -210,8 +210,8 @@ class Trainer:
             for start in range(0, n, cfg.train_batch_size):
                 rows = shuffle[start:start + cfg.train_batch_size]
                 infos.append(self.update(task, batch, rows, inner, k))
-        metrics = {name: torch.stack([i[name] for i in infos]).mean().item() for name in infos[0]}
-        metrics["max_abs_log_ratio_first_update"] = infos[0]["max_abs_log_ratio"].item()
+        metrics = _mean(infos)
+        metrics["max_abs_log_ratio_first_update"] = infos[0]["max_abs_log_ratio"]
         return metrics
 
     def update(self, task, batch, rows, inner, k):
@@ -223,7 +223,7 @@ class Trainer:
         pairs = [(int(rows[r]), int(steps[r, j])) for j in range(self.n_train) for r in range(len(rows))]
         micro = cfg.train_micro_batch or cfg.train_batch_size
         chunks = [pairs[s:s + micro] for s in range(0, len(pairs), micro)]
-        infos = []
+        infos, max_abs_log_ratio = [], 0.0
         for c, chunk in enumerate(chunks):
             i = torch.tensor([p[0] for p in chunk], device=acc.device)
             j = torch.tensor([p[1] for p in chunk], device=acc.device)
@@ -240,13 +240,11 @@ class Trainer:
                     loss, info = reinforce_loss(log_prob, batch["advantages"][i])
                 _check_finite(loss, "loss", self.epoch, task.name, t)
                 acc.backward(loss * len(chunk) / len(pairs))
-            info["max_abs_log_ratio"] = (log_prob.detach() - old).abs().max()
             infos.append(info)
-        grad_norm = self.step(task.name)
-        info = {name: torch.stack([x[name] for x in infos]).mean() for name in infos[0] if name != "max_abs_log_ratio"}
-        info["max_abs_log_ratio"] = torch.stack([x["max_abs_log_ratio"] for x in infos]).max()
-        info["grad_norm"] = grad_norm
-        return {name: v.detach().float().cpu() for name, v in info.items()}
+            max_abs_log_ratio = max(max_abs_log_ratio, float((log_prob.detach() - old).abs().max()))
+        info = _mean(infos)
+        info.update(max_abs_log_ratio=max_abs_log_ratio, grad_norm=float(self.step(task.name)))
+        return info
 
     def step(self, where):
         """Clip, check and apply the accumulated gradient; returns its norm before clipping."""
@@ -256,7 +254,7 @@ class Trainer:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.global_step += 1
-        return torch.as_tensor(grad_norm)
+        return grad_norm
 
     def pretrain_step(self):
         """Algorithm 1's last line: one gradient step on beta * L_pre with a batch of pretraining data."""
@@ -270,7 +268,7 @@ class Trainer:
             _check_finite(loss, "L_pre", self.epoch, "pretrain")
             self.acc.backward(self.cfg.pretrain_beta * loss)
         info["pretrain_grad_norm"] = self.step("pretrain")
-        return {k: float(v) for k, v in info.items()}
+        return _mean([info])
 
     # -- reporting and checkpoints ------------------------------------------------------------------------
     def _key(self, task, name):
@@ -349,6 +347,11 @@ def _check_finite(x, what, epoch, task, timesteps=None):
         raise FloatingPointError(f"{what} is not finite (epoch {epoch}, task {task!r}{where}, dtype {x.dtype}): "
                                  f"{x.flatten()[:8].tolist()}. Common causes: a step with sigma_t ~ 0 "
                                  f"(min_sigma), fp16 overflow (use bf16 or fp32), a learning rate too high.")
+
+
+def _mean(infos):
+    """Average a list of info dicts key by key (numbers or 0-d tensors)."""
+    return {name: sum(float(i[name]) for i in infos) / len(infos) for name in infos[0]}
 
 
 def _gen(*parts):

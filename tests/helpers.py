@@ -22,11 +22,12 @@ def tiny_policy(folder, lora_rank=4, steps=6, guidance=5.0, scheduler=None, **kw
     return policy_from_pipeline(pipe, num_steps=steps, guidance_scale=guidance, **kw)
 
 
-def tiny_trainer(folder, out, reward=jpeg_compressibility, policy=None, accelerator=None, **config):
+def tiny_trainer(folder, out, reward=jpeg_compressibility, policy=None, accelerator=None, group_size=1, **config):
     config = {"epochs": 1, "samples_per_epoch": 4, "sample_batch_size": 4, "train_batch_size": 2,
               "image_every": 0, "out": str(out), **config}
     policy = policy or tiny_policy(folder)
-    return Trainer(policy, [Task("jpeg", PROMPTS, reward)], TrainConfig(**config), accelerator=accelerator)
+    task = Task("jpeg", PROMPTS, reward, group_size=group_size)
+    return Trainer(policy, [task], TrainConfig(**config), accelerator=accelerator)
 
 
 def trainable(trainer):

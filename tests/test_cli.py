@@ -30,6 +30,14 @@ def test_make_tiny_sd_then_train_and_resume(tmp_path, capsys):
     assert [m["epoch"] for m in read_metrics(out)] == [1, 2, 3]
 
 
+def test_two_rewards_train_jointly(tiny_sd, tmp_path):
+    main(["train", "--pipeline", str(tiny_sd), *ARGS, "--epochs", "1", "--out", str(tmp_path),
+          "--reward", "jpeg_compressibility,jpeg_incompressibility"])
+    (m,) = read_metrics(tmp_path)
+    assert m["jpeg_compressibility/reward_mean"] == pytest.approx(-m["jpeg_incompressibility/reward_mean"], rel=0.05)
+    assert m["global_step"] == 4  # 2 optimizer steps a task
+
+
 @pytest.mark.parametrize("extra, match", [
     (["--prompts", ",,"], "holds no prompt"),
     (["--eta", "0"], "eta must be > 0"),

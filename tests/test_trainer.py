@@ -148,8 +148,7 @@ def test_distribution_reward_is_called_per_group(tiny_sd, tmp_path):
         return torch.full((len(images),), float(len(calls))), {}
     parity.distribution = True
     policy = tiny_policy(tiny_sd, steps=3, min_sigma=0.0)
-    trainer = tiny_trainer(tiny_sd, tmp_path, policy=policy)
-    trainer.tasks = [Task("parity", PROMPTS, parity, group_size=2)]
+    trainer = tiny_trainer(tiny_sd, tmp_path, reward=parity, policy=policy, group_size=2)
     batch, stats = trainer.sample(trainer.tasks[0], 0)
     assert len(calls) == 2 and all(len(set(c)) == 1 and len(c) == 2 for c in calls)
     assert stats["reward_mean"] == 1.5
@@ -159,4 +158,22 @@ def test_run_folder_records_config_and_images(tiny_sd, tmp_path):
     tiny_trainer(tiny_sd, tmp_path, image_every=1).train()
     record = json.loads((tmp_path / "config.json").read_text())
     assert record["config"]["seed"] == 0 and record["versions"]["torch"]
-    assert (tmp_path / "images" / "jpeg_epoch0000.png").is_file()
+    assert (tmp_path / "images" / "jpeg_epoch0001.png").is_file()
+
+
+def test_ddpm_policy_trains_and_leaves_out_its_deterministic_last_step(tiny_sd, tmp_path):
+    from diffusers import DDPMScheduler
+    scheduler = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False)
+    policy = tiny_policy(tiny_sd, steps=4, scheduler=scheduler, min_sigma=0.0)
+    assert policy.sigmas[-1] == 0 and policy.trainable_steps.tolist() == [0, 1, 2]
+    tiny_trainer(tiny_sd, tmp_path, policy=policy).train()
+    assert read_metrics(tmp_path)[0]["max_abs_log_ratio_first_update"] < 1e-5
+
+
+def test_group_relative_advantages(tiny_sd, tmp_path):
+    policy = tiny_policy(tiny_sd, steps=3, min_sigma=0.0)
+    trainer = tiny_trainer(tiny_sd, tmp_path, policy=policy, advantages="group", group_size=2)
+    batch, _ = trainer.sample(trainer.tasks[0], 0)
+    a = batch["advantages"]
+    torch.testing.assert_close(a.abs(), torch.ones(4), atol=1e-4, rtol=0)  # two samples a group: -1 and +1
+    torch.testing.assert_close(a[[0, 2]], -a[[1, 3]], atol=1e-4, rtol=0)
