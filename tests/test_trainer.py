@@ -175,5 +175,5 @@ def test_group_relative_advantages(tiny_sd, tmp_path):
     trainer = tiny_trainer(tiny_sd, tmp_path, policy=policy, advantages="group", group_size=2)
     batch, _ = trainer.sample(trainer.tasks[0], 0)
     a = batch["advantages"]
-    torch.testing.assert_close(a.abs(), torch.ones(4), atol=1e-4, rtol=0)  # two samples a group: -1 and +1
-    torch.testing.assert_close(a[[0, 2]], -a[[1, 3]], atol=1e-4, rtol=0)
+    torch.testing.assert_close(a.abs(), torch.ones(4), atol=1e-3, rtol=0)  # two samples a group: -1 and +1
+    torch.testing.assert_close(a[[0, 2]], -a[[1, 3]], atol=1e-3, rtol=0)
