@@ -7,8 +7,10 @@ import torch
 from diffusers import DDIMScheduler, PNDMScheduler
 
 from helpers import PROMPTS, tiny_policy, tiny_trainer, trainable
+from minirl.rewards import jpeg_compressibility
 from minirl.runlog import read_metrics
 from minirl.tasks import Task
+from minirl.trainer import TrainConfig, Trainer
 
 
 def test_first_update_is_on_policy_with_cfg_and_lora(tiny_sd, tmp_path):
@@ -177,3 +179,18 @@ def test_group_relative_advantages(tiny_sd, tmp_path):
     a = batch["advantages"]
     torch.testing.assert_close(a.abs(), torch.ones(4), atol=1e-3, rtol=0)  # two samples a group: -1 and +1
     torch.testing.assert_close(a[[0, 2]], -a[[1, 3]], atol=1e-3, rtol=0)
+
+
+def test_pretraining_loss_step_follows_the_tasks(tiny_sd, tmp_path):
+    """Algorithm 1: after the task updates, one gradient step on beta * L_pre with pretraining data."""
+    def pretrain_data(generator):
+        return torch.rand(2, 3, 32, 32, generator=generator), ["a cat", "a dog"]
+    policy = tiny_policy(tiny_sd, steps=3, min_sigma=0.0)
+    config = TrainConfig(epochs=1, samples_per_epoch=4, sample_batch_size=4, train_batch_size=4, image_every=0,
+                         pretrain_beta=0.5, out=str(tmp_path))
+    trainer = Trainer(policy, [Task("jpeg", PROMPTS, jpeg_compressibility)], config, pretrain_data=pretrain_data)
+    trainer.train()
+    (m,) = read_metrics(tmp_path)
+    assert m["global_step"] == 2 and m["pretrain_loss"] > 0 and m["pretrain_grad_norm"] > 0
+    with pytest.raises(ValueError, match="pretrain_beta=0.5 needs pretrain_data"):
+        Trainer(policy, [Task("jpeg", PROMPTS, jpeg_compressibility)], config)
