@@ -1,4 +1,4 @@
-"""The command line: `minirl train`, `minirl make-tiny-sd`, `minirl demo`.
+"""The command line: `minirl train`, `minirl make-tiny-sd`, `minirl pretrain`, `minirl demo`.
 
     minirl make-tiny-sd runs/tiny-sd
     minirl train --pipeline runs/tiny-sd --reward jpeg_compressibility --prompts cat,dog --epochs 4 --out runs/x
@@ -134,6 +134,12 @@ def demo(args):
           f"image grids in {args.out}/images, metrics in {args.out}/metrics.jsonl")
 
 
+def pretrain(args):
+    from minirl.tinyworld import PretrainConfig, pretrain
+    config = PretrainConfig(**{f.name: getattr(args, f.name) for f in fields(PretrainConfig)})
+    print(f"pretrained model written to {pretrain(config, resume=args.resume)}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="minirl", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -143,6 +149,13 @@ def main(argv=None):
     p.add_argument("--sample-size", type=int, default=32, help="latent size (32: diffusers' test pipeline, "
                    "64 px images; 16: 32 px, four times faster)")
     p.set_defaults(func=make_tiny_sd)
+    from minirl.tinyworld import PretrainConfig
+    p = sub.add_parser("pretrain", help="pretrain the tiny world's text-to-image model on rendered scenes",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for f in fields(PretrainConfig):
+        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    p.set_defaults(func=pretrain)
     p = sub.add_parser("demo", help="the main example, on CPU in a few minutes")
     p.add_argument("--pipeline", default="runs/tiny-sd-32px")
     p.add_argument("--epochs", type=int, default=10)

@@ -1,0 +1,154 @@
+"""The tiny world's text-to-image model and its pretraining.
+
+Stable Diffusion's parts at 16 px, in pixel space (no VAE): a diffusers UNet2DConditionModel with
+cross-attention at 8x8 and 4x4, a 2-layer CLIP text encoder of width 64, a word-level tokenizer over the
+scene grammar's words, a cosine-schedule DDPM for training and DDIM (steps_offset=1) for sampling. About
+1.8M parameters, 7 MB in safetensors. `pretrain` trains it from scratch on rendered scenes (minirl.scenes)
+with the ordinary denoising loss L_pre, dropping 10% of captions so that classifier-free guidance works,
+and keeps an exponential moving average of the weights, which is what it saves.
+"""
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from diffusers import DDIMScheduler, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
+
+from minirl import checkpoint, scenes
+from minirl.losses import denoising_loss
+from minirl.policy import DiffusionPolicy
+from minirl.tasks import seed_for
+
+SPECIAL = ["[PAD]", "[BOS]", "[EOS]", "[UNK]"]
+MAX_TOKENS = 12  # "[BOS] a green triangle left of a yellow circle [EOS]" is 10
+
+
+def words():
+    """Every word of the scene grammar (held-out captions reuse the training captions' words)."""
+    return sorted({w for kind in scenes.KINDS for caption in scenes.prompts(kind, "train") for w in caption.split()})
+
+
+def word_tokenizer():
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    vocab = {w: i for i, w in enumerate(SPECIAL + words())}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[BOS] $A [EOS]", special_tokens=[("[BOS]", vocab["[BOS]"]), ("[EOS]", vocab["[EOS]"])])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="[BOS]", eos_token="[EOS]",
+                                   pad_token="[PAD]", unk_token="[UNK]", model_max_length=MAX_TOKENS)
+
+
+def build(seed=0, size=16):
+    """A fresh (unet, text_encoder, tokenizer, scheduler) with random weights."""
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=size, in_channels=3, out_channels=3, block_out_channels=(32, 64, 64), layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=64, attention_head_dim=8, norm_num_groups=16)
+    tokenizer = word_tokenizer()
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=MAX_TOKENS, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id))
+    scheduler = DDIMScheduler(beta_schedule="squaredcos_cap_v2", clip_sample=True, set_alpha_to_one=False,
+                              steps_offset=1)
+    return unet, text_encoder, tokenizer, scheduler
+
+
+def save(folder, unet, text_encoder, tokenizer, scheduler):
+    folder = Path(folder)
+    unet.save_pretrained(folder / "unet")
+    text_encoder.save_pretrained(folder / "text_encoder")
+    tokenizer.save_pretrained(folder / "tokenizer")
+    scheduler.save_pretrained(folder / "scheduler")
+
+
+def load_policy(folder, **policy_kwargs):
+    """The tiny world's model as a DiffusionPolicy (pixel space)."""
+    folder = Path(folder)
+    missing = [p for p in ("unet", "text_encoder", "tokenizer", "scheduler") if not (folder / p).is_dir()]
+    if missing:
+        raise FileNotFoundError(f"tiny-world model folder {str(folder)!r} is missing {missing}")
+    unet = UNet2DConditionModel.from_pretrained(folder / "unet")
+    text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder").requires_grad_(False)
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(folder / "tokenizer")
+    scheduler = DDIMScheduler.from_pretrained(folder / "scheduler")
+    return DiffusionPolicy(unet, scheduler, text_encoder, tokenizer, **policy_kwargs)
+
+
+@dataclass
+class PretrainConfig:
+    """Pretraining of the tiny world's model on rendered scenes."""
+    out: str = "runs/pretrain"
+    steps: int = 2200
+    batch_size: int = 64
+    lr: float = 1e-3
+    warmup: int = 100             # linear learning-rate warm-up steps
+    ema: float = 0.999            # decay of the saved moving average of the weights
+    caption_dropout: float = 0.1  # captions replaced by "" (for classifier-free guidance)
+    bias: float = 0.8             # P(red) for an object whose colour the caption does not name
+    size: int = 16
+    seed: int = 0
+    save_every: int = 200
+
+
+def pretrain(cfg, resume=False, log=print):
+    """Train from scratch (or resume); write checkpoints, a loss log and the EMA model to cfg.out/model."""
+    import random
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    unet, text_encoder, tokenizer, scheduler = build(cfg.seed, cfg.size)
+    policy = DiffusionPolicy(unet, scheduler, text_encoder, tokenizer, guidance_scale=1.0)
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-2)
+    ema = [p.detach().clone() for p in params]
+    step = 0
+    if resume and checkpoint.latest(out / "checkpoints"):
+        state = checkpoint.load_state(out / "checkpoints")
+        with torch.no_grad():
+            for p, v in zip(params, state["params"]):
+                p.copy_(v)
+        ema = state["ema"]
+        optimizer.load_state_dict(state["optimizer"])
+        step = state["step"]
+        log(f"resumed at step {step}")
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    start = time.perf_counter()
+    while step < cfg.steps:
+        rng = random.Random(seed_for(cfg.seed, step))
+        images, captions, _ = scenes.batch(rng, cfg.batch_size, size=cfg.size, bias=cfg.bias)
+        captions = ["" if rng.random() < cfg.caption_dropout else c for c in captions]
+        generator = torch.Generator().manual_seed(seed_for(cfg.seed, step, "noise"))
+        embeds = text_encoder(tokenizer(captions, padding="max_length", return_tensors="pt").input_ids)[0]
+        pred, target = policy.denoising_prediction(images * 2 - 1, embeds, generator)
+        loss, _ = denoising_loss(pred, target)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"pretraining loss is {loss.item()} at step {step}")
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        with torch.no_grad():
+            for e, p in zip(ema, params):
+                e.lerp_(p.detach(), 1 - cfg.ema)
+        step += 1
+        with open(out / "loss.jsonl", "a") as f:
+            f.write(json.dumps({"step": step, "loss": loss.item(), "grad_norm": float(grad_norm),
+                                "seconds": time.perf_counter() - start}) + "\n")
+        if step % cfg.save_every == 0 or step == cfg.steps:
+            checkpoint.save_state({"params": params, "ema": ema, "optimizer": optimizer.state_dict(),
+                                   "step": step}, out / "checkpoints", f"step_{step:06d}")
+            checkpoint.prune(out / "checkpoints", 2)
+            log(f"step {step}: loss {loss.item():.4f}, {time.perf_counter() - start:.0f} s")
+    with torch.no_grad():
+        for p, e in zip(params, ema):
+            p.copy_(e)
+    save(out / "model", unet, text_encoder, tokenizer, scheduler)
+    return out / "model"

@@ -1,0 +1,39 @@
+"""The tiny world's model: its parts, its tokenizer, and pretraining that resumes exactly."""
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from minirl import scenes, tinyworld
+
+
+def test_tokenizer_covers_every_caption_and_pads():
+    tok = tinyworld.word_tokenizer()
+    captions = [c for kind in scenes.KINDS for c in scenes.prompts(kind)] + list(scenes.prompts("relation", "heldout"))
+    ids = tok(captions, padding="max_length", truncation=True).input_ids
+    assert all(len(row) == tinyworld.MAX_TOKENS for row in ids)
+    assert tok.unk_token_id not in {i for row in ids for i in row}
+    assert tok("a red circle").input_ids == [tok.bos_token_id, *tok.convert_tokens_to_ids(["a", "red", "circle"]),
+                                            tok.eos_token_id]
+
+
+def test_model_is_small_and_uses_a_supported_schedule():
+    unet, text_encoder, tokenizer, scheduler = tinyworld.build()
+    params = sum(p.numel() for m in (unet, text_encoder) for p in m.parameters())
+    assert params < 2_000_000  # about 7 MB in fp32 safetensors
+    assert scheduler.config.steps_offset == 1
+
+
+def test_pretraining_resumes_exactly_and_loads_as_a_policy(tmp_path):
+    kw = dict(steps=4, batch_size=4, save_every=2, warmup=2)
+    straight = tinyworld.pretrain(tinyworld.PretrainConfig(out=str(tmp_path / "a"), **kw), log=lambda s: None)
+    tinyworld.pretrain(tinyworld.PretrainConfig(out=str(tmp_path / "b"), **{**kw, "steps": 2}), log=lambda s: None)
+    resumed = tinyworld.pretrain(tinyworld.PretrainConfig(out=str(tmp_path / "b"), **kw), resume=True, log=lambda s: None)
+    a = load_file(straight / "unet" / "diffusion_pytorch_model.safetensors")
+    b = load_file(resumed / "unet" / "diffusion_pytorch_model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    policy = tinyworld.load_policy(straight, num_steps=4, guidance_scale=3.0)
+    traj = policy.rollout(["a red circle", "two blue squares"], torch.Generator().manual_seed(0))
+    assert traj.latents.shape == (2, 5, 3, 16, 16) and torch.isfinite(traj.log_probs).all()
+    with pytest.raises(FileNotFoundError, match="missing \\['unet'"):
+        tinyworld.load_policy(tmp_path)
