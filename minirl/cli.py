@@ -59,7 +59,7 @@ def read_prompts(spec):
     prompts = Path(spec[1:]).read_text().splitlines() if spec.startswith("@") else spec.split(",")
     prompts = [p.strip() for p in prompts if p.strip()]
     if not prompts:
-        raise SystemExit(f"error: --prompts {spec!r} holds no prompt; give e.g. --prompts cat,dog or @prompts.txt")
+        raise ValueError(f"--prompts {spec!r} holds no prompt; give e.g. --prompts cat,dog or @prompts.txt")
     return prompts
 
 

@@ -95,6 +95,9 @@ class Trainer:
         self.policy, self.tasks, self.cfg = policy, list(tasks), config
         self.acc = accelerator or Accelerator()
         self.local_samples = config.check(self.acc.num_processes, len(self.tasks))
+        names = [t.name for t in self.tasks]
+        if len(set(names)) < len(names):
+            raise ValueError(f"task names must be unique (they prefix the metrics); got {names}")
         for task in self.tasks:
             if config.sample_batch_size % task.group_size:
                 raise ValueError(f"task {task.name!r}: group_size={task.group_size} must divide "
