@@ -241,3 +241,20 @@ def batch(rng, n, size=16, kind=None, split="train", bias=0.8):
     scenes = [sample_scene(rng, kind, split, bias) for _ in range(n)]
     images = torch.stack([render(s, size) for s in scenes])  # (n, 3, size, size)
     return images, [s.caption for s in scenes], [s.labels for s in scenes]
+
+
+def dominant_colour(images, threshold=0.25):
+    """The palette colour of most non-background pixels of each image (None for a blank one): a pixel
+    reading for sanity checks and model cards, not a reward model (those are learned)."""
+    palette = torch.tensor(list(COLOURS.values()))  # (4, 3)
+    names = list(COLOURS)
+    found = []
+    for image in images:
+        pixels = image.permute(1, 2, 0).reshape(-1, 3)
+        foreground = pixels[(pixels - torch.tensor(BACKGROUND)).abs().max(1).values > threshold]
+        if len(foreground) < 4:
+            found.append(None)
+            continue
+        nearest = torch.cdist(foreground, palette).argmin(1)
+        found.append(names[int(torch.bincount(nearest, minlength=len(names)).argmax())])
+    return found
