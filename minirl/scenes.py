@@ -24,7 +24,6 @@ and average-pooled, which anti-aliases the edges.
 """
 
 import itertools
-import random
 import re
 from dataclasses import dataclass
 from functools import lru_cache

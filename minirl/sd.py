@@ -8,7 +8,6 @@ built from the BPE vocabulary that open_clip ships, so prompts tokenise exactly 
 
 import gzip
 import json
-import os
 import tempfile
 from pathlib import Path
 

@@ -205,7 +205,7 @@ class Trainer:
 
     def learn(self, task, k, batch):
         """PPO (or REINFORCE) updates over the sampled chains; returns the epoch's metrics for this task."""
-        cfg, acc, policy = self.cfg, self.acc, self.policy
+        cfg, acc = self.cfg, self.acc
         n = len(batch["advantages"])
         infos = []
         for inner in range(cfg.inner_epochs):

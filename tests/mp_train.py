@@ -3,7 +3,6 @@
 import json
 import sys
 
-import torch
 from accelerate import Accelerator
 from safetensors.torch import save_file
 
