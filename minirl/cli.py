@@ -44,6 +44,8 @@ def train_parser(sub):
     p.add_argument("--adv-clip", type=float, default=5.0)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--max-grad-norm", type=float, default=1.0)
+    p.add_argument("--kl-weight", type=float, default=0.0,
+                   help="KL to the pretrained model (the UNet with LoRA disabled), as in DPOK (0.01)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/rl")
     p.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default="no",

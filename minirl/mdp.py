@@ -112,15 +112,20 @@ def ddpm_mean_and_sigma(scheduler, model_output, timestep, sample):
     return mean, sigma_t
 
 
+def mean_and_sigma(scheduler, model_output, timestep, sample, eta=1.0):
+    """The Gaussian of a DDIM or DDPM step: (mu_theta (B, C, H, W), sigma_t (B,)), by scheduler type."""
+    if isinstance(scheduler, DDIMScheduler):
+        return ddim_mean_and_sigma(scheduler, model_output, timestep, sample, eta)
+    if isinstance(scheduler, DDPMScheduler):
+        return ddpm_mean_and_sigma(scheduler, model_output, timestep, sample)
+    raise _unsupported(scheduler)
+
+
 def step_sigmas(scheduler, eta=1.0):
     """sigma_t of every step of the scheduler's current schedule, (T,) fp32, for checks and floors."""
     _check_ready(scheduler)
     x = torch.zeros(len(scheduler.timesteps), 1, 1, 1)
-    if isinstance(scheduler, DDIMScheduler):
-        return ddim_mean_and_sigma(scheduler, x, scheduler.timesteps, x, eta)[1]
-    if isinstance(scheduler, DDPMScheduler):
-        return ddpm_mean_and_sigma(scheduler, x, scheduler.timesteps, x)[1]
-    raise _unsupported(scheduler)
+    return mean_and_sigma(scheduler, x, scheduler.timesteps, x, eta)[1]
 
 
 def _gaussian_step(mean, sigma, sample, prev_sample, generator, reduce, timestep):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from minirl.mdp import step_sigmas, step_with_logprob
+from minirl.mdp import gaussian_log_prob, mean_and_sigma, step_sigmas, step_with_logprob
 
 
 @dataclass
@@ -109,9 +109,15 @@ class DiffusionPolicy:
         return Trajectory(torch.stack(latents, 1), torch.stack(log_probs, 1), self.scheduler.timesteps.clone(),
                           prompt_embeds, list(prompts))
 
+    def transition(self, x_t, t, prompt_embeds):
+        """The action distribution pi_theta(. | x_t, c) = N(mean, sigma_t^2): (mean (B, C, H, W), sigma (B,))."""
+        return mean_and_sigma(self.scheduler, self.predict_noise(x_t, t, prompt_embeds), t, x_t, self.eta)
+
     def log_prob(self, x_t, x_prev, t, prompt_embeds):
-        """log p_theta(x_prev | x_t, c) of stored transitions under the current weights, (B,), with grad."""
-        return self.step(x_t, t, prompt_embeds, prev_sample=x_prev)[1]
+        """log p_theta(x_prev | x_t, c) of stored transitions under the current weights, (B,), with grad;
+        also returns the step's (mean, sigma) for a KL term. Only for steps with sigma_t > 0."""
+        mean, sigma = self.transition(x_t, t, prompt_embeds)
+        return gaussian_log_prob(x_prev.float(), mean, sigma), (mean, sigma)
 
     @torch.no_grad()
     def decode(self, latents):

@@ -24,7 +24,7 @@ import torch
 
 from minirl import advantages as adv
 from minirl import checkpoint, runlog
-from minirl.losses import denoising_loss, ppo_loss, reinforce_loss
+from minirl.losses import denoising_loss, kl_to_reference, ppo_loss, reinforce_loss
 from minirl.rewards import validate
 from minirl.tasks import seed_for
 
@@ -50,6 +50,7 @@ class TrainConfig:
     weight_decay: float = 1e-4       # AdamW weight decay (DDPO's)
     max_grad_norm: float = 1.0       # gradient clipping
     pretrain_beta: float = 0.0       # weight of the L_pre step (0: no regulariser)
+    kl_weight: float = 0.0           # weight of KL to the pretrained model (LoRA disabled; DPOK uses 0.01)
     seed: int = 0
     out: str = "runs/rl"             # run folder: metrics.jsonl, config.json, images/, checkpoints/
     save_every: int = 1              # checkpoint every N epochs (and at the end)
@@ -112,6 +113,9 @@ class Trainer:
         if not params:
             raise ValueError("the UNet has no trainable parameters: add LoRA (minirl.sd.add_lora) or "
                              "call unet.requires_grad_(True) for full fine-tuning")
+        if config.kl_weight > 0 and not getattr(policy.unet, "peft_config", None):
+            raise ValueError(f"kl_weight={config.kl_weight} needs a LoRA UNet: the reference model is the UNet "
+                             f"with its adapters disabled (minirl.sd.add_lora)")
         optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
         policy.unet, self.optimizer = self.acc.prepare(policy.unet, optimizer)
         self.trackers = {t.name: adv.PerPromptStatTracker() for t in self.tasks}
@@ -234,13 +238,17 @@ class Trainer:
             t = batch["timesteps"].to(acc.device)[j]
             sync = c == len(chunks) - 1
             with acc.autocast(), (nullcontext() if sync else acc.no_sync(policy.unet)):
-                log_prob = policy.log_prob(x_t, x_prev, t, batch["embeds"][i])
+                log_prob, (mean, sigma) = policy.log_prob(x_t, x_prev, t, batch["embeds"][i])
                 _check_finite(log_prob, "recomputed log_prob", self.epoch, task.name, t)
                 old = batch["log_probs"][i, j]
                 if cfg.loss == "ppo":
                     loss, info = ppo_loss(log_prob, old, batch["advantages"][i], cfg.clip_range)
                 else:
                     loss, info = reinforce_loss(log_prob, batch["advantages"][i])
+                if cfg.kl_weight > 0:
+                    kl, kl_info = kl_to_reference(mean, self.reference_mean(x_t, t, batch["embeds"][i]), sigma)
+                    loss = loss + cfg.kl_weight * kl
+                    info.update(kl_info)
                 _check_finite(loss, "loss", self.epoch, task.name, t)
                 acc.backward(loss * len(chunk) / len(pairs))
             infos.append(info)
@@ -248,6 +256,16 @@ class Trainer:
         info = _mean(infos)
         info.update(max_abs_log_ratio=max_abs_log_ratio, grad_norm=float(self.step(task.name)))
         return info
+
+    @torch.no_grad()
+    def reference_mean(self, x_t, t, embeds):
+        """The step mean of the pretrained model: the same UNet with its LoRA adapters switched off."""
+        unet = self.acc.unwrap_model(self.policy.unet)
+        unet.disable_adapters()
+        try:
+            return self.policy.transition(x_t, t, embeds)[0]
+        finally:
+            unet.enable_adapters()
 
     def step(self, where):
         """Clip, check and apply the accumulated gradient; returns its norm before clipping."""

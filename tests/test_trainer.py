@@ -194,3 +194,14 @@ def test_pretraining_loss_step_follows_the_tasks(tiny_sd, tmp_path):
     assert m["global_step"] == 2 and m["pretrain_loss"] > 0 and m["pretrain_grad_norm"] > 0
     with pytest.raises(ValueError, match="pretrain_beta=0.5 needs pretrain_data"):
         Trainer(policy, [Task("jpeg", PROMPTS, jpeg_compressibility)], config)
+
+
+def test_kl_to_the_pretrained_model(tiny_sd, tmp_path):
+    """DPOK's regulariser: zero while LoRA is still at its zero init, positive once it has moved."""
+    trainer = tiny_trainer(tiny_sd, tmp_path, epochs=2, kl_weight=0.01, lr=1e-2, train_batch_size=4)
+    trainer.train()
+    first, second = read_metrics(tmp_path)
+    assert first["kl"] == 0.0 and first["max_abs_log_ratio_first_update"] < 1e-5
+    assert second["kl"] > 0
+    with pytest.raises(ValueError, match="kl_weight=0.01 needs a LoRA UNet"):
+        tiny_trainer(tiny_sd, tmp_path, kl_weight=0.01, policy=tiny_policy(tiny_sd, lora_rank=0))
