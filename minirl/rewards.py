@@ -57,6 +57,33 @@ def jpeg_incompressibility(images, prompts, metadata):
     return jpeg_size_kb(images), {}
 
 
+def statistical_parity(labels, num_classes):
+    """SP = sum_a (mean_x [h(x) = a] - 1/|A|)^2 over a minibatch's predicted attribute labels (paper Eq. 12):
+    0 when every class is equally frequent, 1 - 1/|A| when all samples share one class."""
+    labels = torch.as_tensor(labels)
+    if labels.ndim != 1 or len(labels) == 0:
+        raise ValueError(f"labels must be a non-empty 1-d tensor of class indices; got shape {tuple(labels.shape)}")
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise ValueError(f"labels must be class indices in [0, {num_classes}); got {labels.tolist()}")
+    shares = torch.bincount(labels, minlength=num_classes).float() / len(labels)
+    return ((shares - 1 / num_classes) ** 2).sum()
+
+
+class ParityReward:
+    """A distribution reward (paper 3.2): -SP of an attribute over each group of samples of one prompt, the
+    same value for every sample of the group. `classify(images) -> (B,) class indices` is the attribute
+    classifier h (the paper's skin-tone classifier, the tiny world's colour classifier)."""
+
+    distribution = True
+
+    def __init__(self, classify, num_classes):
+        self.classify, self.num_classes = classify, num_classes
+
+    def __call__(self, images, prompts, metadata):
+        sp = statistical_parity(self.classify(images), self.num_classes)
+        return torch.full((len(images),), -float(sp)), {"statistical_parity": float(sp)}
+
+
 REWARDS = {"jpeg_compressibility": jpeg_compressibility, "jpeg_incompressibility": jpeg_incompressibility}
 
 

@@ -31,3 +31,21 @@ def test_validate_names_bad_rewards(out, error, match):
 def test_unknown_reward_lists_the_valid_ones():
     with pytest.raises(ValueError, match="unknown reward 'aesthetic'; available: \\['jpeg_compressibility'"):
         get_reward("aesthetic")
+
+
+def test_statistical_parity_hand_values():
+    from minirl.rewards import statistical_parity
+    assert statistical_parity(torch.arange(16) % 4, 4).item() == 0.0  # 4 of each colour in 16 samples
+    assert statistical_parity(torch.zeros(16, dtype=torch.long), 4).item() == pytest.approx(0.75)  # 1 - 1/4
+    # 8 red, 8 blue: (0.5 - 0.25)^2 * 2 + (0.25)^2 * 2 = 0.25
+    assert statistical_parity(torch.tensor([0] * 8 + [2] * 8), 4).item() == pytest.approx(0.25)
+    with pytest.raises(ValueError, match=r"class indices in \[0, 4\); got \[0, 4\]"):
+        statistical_parity(torch.tensor([0, 4]), 4)
+
+
+def test_parity_reward_credits_the_whole_group():
+    from minirl.rewards import ParityReward
+    reward = ParityReward(lambda images: torch.tensor([0, 0, 1, 1]), num_classes=4)
+    r, info = validate("parity", reward(torch.zeros(4, 3, 8, 8), ["a circle"] * 4, [{}] * 4), 4)
+    torch.testing.assert_close(r, torch.full((4,), -0.25))  # shares (.5, .5, 0, 0): 2 * .0625 + 2 * .0625
+    assert reward.distribution and info["statistical_parity"] == pytest.approx(0.25)
