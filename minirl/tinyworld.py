@@ -116,6 +116,8 @@ def pretrain(cfg, resume=False, log=print):
         ema = state["ema"]
         optimizer.load_state_dict(state["optimizer"])
         step = state["step"]
+        lines = (out / "loss.jsonl").read_text().splitlines()  # drop steps after the checkpoint: they rerun
+        (out / "loss.jsonl").write_text("".join(f"{line}\n" for line in lines if json.loads(line)["step"] <= step))
         log(f"resumed at step {step}")
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     start = time.perf_counter()

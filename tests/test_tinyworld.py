@@ -1,5 +1,7 @@
 """The tiny world's model: its parts, its tokenizer, and pretraining that resumes exactly."""
 
+import json
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -32,6 +34,7 @@ def test_pretraining_resumes_exactly_and_loads_as_a_policy(tmp_path):
     a = load_file(straight / "unet" / "diffusion_pytorch_model.safetensors")
     b = load_file(resumed / "unet" / "diffusion_pytorch_model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [json.loads(line)["step"] for line in open(tmp_path / "b" / "loss.jsonl")] == [1, 2, 3, 4]
     policy = tinyworld.load_policy(straight, num_steps=4, guidance_scale=3.0)
     traj = policy.rollout(["a red circle", "two blue squares"], torch.Generator().manual_seed(0))
     assert traj.latents.shape == (2, 5, 3, 16, 16) and torch.isfinite(traj.log_probs).all()
@@ -41,7 +44,6 @@ def test_pretraining_resumes_exactly_and_loads_as_a_policy(tmp_path):
 
 def test_committed_base_model_loads_and_matches_its_card():
     """The committed weights load without pickle and still draw single objects in the named colour."""
-    import json
     from pathlib import Path
     folder = Path(__file__).parents[1] / "assets" / "tinyworld"
     card = json.loads((folder / "card.json").read_text())
