@@ -14,7 +14,8 @@ train_clip_range, --timestep-fraction train_timestep_fraction, --inner-epochs tr
 seed; fixed: train_cfg=True, mixed_precision="no" (fp16 fails on CPU), per_prompt_stat_tracking=False,
 log_with=None, no checkpoints, no 8-bit Adam. LoRA is TRL's own: r=4, alpha=4, gaussian init, on
 to_q/to_k/to_v/to_out.0 (hard-coded in DefaultDDPOStableDiffusionPipeline, so --lora-rank must be 4).
-Run with the TRL venv: bench/.venv-trl/bin/python bench/trl_ddpo.py --pipeline bench/tiny-sd
+Run with the TRL venv (minirl is not installed there, hence its own JPEG reward):
+    bench/.venv-trl/bin/python bench/trl_ddpo.py --pipeline runs/tiny-sd
 """
 
 import argparse
