@@ -205,3 +205,15 @@ def test_kl_to_the_pretrained_model(tiny_sd, tmp_path):
     assert second["kl"] > 0
     with pytest.raises(ValueError, match="kl_weight=0.01 needs a LoRA UNet"):
         tiny_trainer(tiny_sd, tmp_path, kl_weight=0.01, policy=tiny_policy(tiny_sd, lora_rank=0))
+
+
+def test_micro_batch_changes_memory_not_the_gradient(tiny_sd, tmp_path):
+    grads = []
+    for micro in (2, 8):
+        trainer = tiny_trainer(tiny_sd, tmp_path / str(micro), train_batch_size=4, train_micro_batch=micro)
+        batch, _ = trainer.sample(trainer.tasks[0], 0)
+        trainer.step = lambda where: torch.tensor(0.0)  # keep the accumulated gradient
+        trainer.update(trainer.tasks[0], batch, torch.arange(4), 0, 0)
+        grads.append(torch.cat([p.grad.flatten() for p in trainer.policy.unet.parameters() if p.requires_grad]))
+    assert grads[0].norm() > 0
+    assert (grads[0] - grads[1]).norm() / grads[0].norm() < 1e-5
