@@ -118,7 +118,7 @@ def make_tiny_sd(args):
 
 
 def demo(args):
-    """DDPO's JPEG-compressibility example on a tiny random SD pipeline, on CPU in about two minutes.
+    """DDPO's JPEG-compressibility example on a tiny random SD pipeline, on CPU in about a minute.
 
     A random pipeline is hard to move: its VAE decoder paints texture whatever the latents, and LoRA on the
     attention of a random UNet barely changes the output. So the demo fine-tunes the whole UNet with a high

@@ -83,4 +83,3 @@ def read_metrics(run_folder):
     """The list of per-epoch metric dicts of a run folder."""
     with open(Path(run_folder) / "metrics.jsonl") as f:
         return [json.loads(line) for line in f if line.strip()]
-

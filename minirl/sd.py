@@ -18,7 +18,6 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from minirl.policy import DiffusionPolicy
 
-
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]  # the attention projections, as in DDPO
 PIPELINE_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 

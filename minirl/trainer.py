@@ -109,14 +109,14 @@ class Trainer:
         if pretrain_data is None and config.pretrain_beta > 0:
             raise ValueError(f"pretrain_beta={config.pretrain_beta} needs pretrain_data")
         self.pretrain_data = pretrain_data
-        params = [p for p in policy.unet.parameters() if p.requires_grad]
-        if not params:
+        self.params = [p for p in policy.unet.parameters() if p.requires_grad]
+        if not self.params:
             raise ValueError("the UNet has no trainable parameters: add LoRA (minirl.sd.add_lora) or "
                              "call unet.requires_grad_(True) for full fine-tuning")
         if config.kl_weight > 0 and not getattr(policy.unet, "peft_config", None):
             raise ValueError(f"kl_weight={config.kl_weight} needs a LoRA UNet: the reference model is the UNet "
                              f"with its adapters disabled (minirl.sd.add_lora)")
-        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)
         policy.unet, self.optimizer = self.acc.prepare(policy.unet, optimizer)
         self.trackers = {t.name: adv.PerPromptStatTracker() for t in self.tasks}
         self.epoch, self.global_step = 0, 0
@@ -269,8 +269,7 @@ class Trainer:
 
     def step(self, where):
         """Clip, check and apply the accumulated gradient; returns its norm before clipping."""
-        params = [p for p in self.policy.unet.parameters() if p.requires_grad]
-        grad_norm = self.acc.clip_grad_norm_(params, self.cfg.max_grad_norm)
+        grad_norm = self.acc.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
         _check_finite(grad_norm, "gradient norm", self.epoch, where)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
