@@ -1,4 +1,5 @@
-"""The command line: `minirl train`, `minirl make-tiny-sd`, `minirl pretrain`, `minirl demo`.
+"""The command line: `minirl train`, `minirl make-tiny-sd`, `minirl pretrain`, `minirl demo`,
+`minirl train-judges`, `minirl alignment-tax`.
 
     minirl make-tiny-sd runs/tiny-sd
     minirl train --pipeline runs/tiny-sd --reward jpeg_compressibility --prompts cat,dog --epochs 4 --out runs/x
@@ -9,6 +10,7 @@ versions), metrics.jsonl, images/ and checkpoints/ (`--resume` continues from th
 """
 
 import argparse
+import json
 from dataclasses import fields
 from pathlib import Path
 
@@ -118,22 +120,21 @@ def make_tiny_sd(args):
 
 
 def demo(args):
-    """DDPO's JPEG-compressibility example on a tiny random SD pipeline, on CPU in about a minute.
+    """The tiny world's joint RL (Algorithm 1) from the committed base model, evaluated before and after."""
+    from minirl.demo import DemoConfig, run
+    run(DemoConfig(**{f.name: getattr(args, f.name) for f in fields(DemoConfig)}))
 
-    A random pipeline is hard to move: its VAE decoder paints texture whatever the latents, and LoRA on the
-    attention of a random UNet barely changes the output. So the demo fine-tunes the whole UNet with a high
-    learning rate and a wide clip range; real Stable Diffusion takes DDPO's LoRA settings (the defaults).
-    """
-    if not Path(args.pipeline).exists():
-        make_tiny_sd(argparse.Namespace(folder=args.pipeline, sample_size=16))
-    main(["train", "--pipeline", args.pipeline, "--reward", "jpeg_compressibility", "--epochs", str(args.epochs),
-          "--samples-per-epoch", "32", "--sample-batch-size", "16", "--train-batch-size", "16", "--steps", "10",
-          "--lora-rank", "0", "--lr", "3e-3", "--clip-range", "0.1", "--out", args.out])
-    from minirl.runlog import read_metrics
-    rewards = [m["reward_mean"] for m in read_metrics(args.out)]
-    print(f"mean reward (-JPEG kB) by epoch: {' '.join(f'{r:.3f}' for r in rewards)}")
-    print(f"change: {rewards[-1] - rewards[0]:+.3f} kB (a sample's std is about 0.008 kB); "
-          f"image grids in {args.out}/images, metrics in {args.out}/metrics.jsonl")
+
+def train_judges(args):
+    from minirl.judges import train_judges
+    card = train_judges(args.out, args.detector_steps, args.preference_steps, args.seed)
+    print(json.dumps(card, indent=1))
+    print(f"reward models written to {args.out}")
+
+
+def alignment_tax(args):
+    from minirl.demo import alignment_tax
+    alignment_tax([int(s) for s in args.seeds.split(",")], args.epochs, args.out)
 
 
 def pretrain(args):
@@ -158,11 +159,29 @@ def main(argv=None):
         p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     p.set_defaults(func=pretrain)
-    p = sub.add_parser("demo", help="the main example, on CPU in a few minutes")
-    p.add_argument("--pipeline", default="runs/tiny-sd-32px")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--out", default="runs/demo")
+    from minirl.demo import DemoConfig, TASKS
+    p = sub.add_parser("demo", help="the tiny world's joint RL from the committed base model (3-5 min on a CPU)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for f in fields(DemoConfig):
+        if f.name == "tasks":
+            p.add_argument("--tasks", type=lambda s: tuple(s.split(",")), default=TASKS,
+                           help=f"comma-separated subset of {','.join(TASKS)}")
+        else:
+            p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
     p.set_defaults(func=demo)
+    p = sub.add_parser("train-judges", help="train the tiny world's detector and preference model",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", default="runs/judges")
+    p.add_argument("--detector-steps", type=int, default=1500)
+    p.add_argument("--preference-steps", type=int, default=1500)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=train_judges)
+    p = sub.add_parser("alignment-tax", help="single-task and joint runs over seeds: the alignment-tax table",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--epochs", type=int, default=DemoConfig.epochs)
+    p.add_argument("--out", default="runs/alignment-tax")
+    p.set_defaults(func=alignment_tax)
     args = parser.parse_args(argv)
     try:
         args.func(args)

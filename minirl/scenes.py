@@ -47,6 +47,7 @@ HELD_OUT = (("red", "triangle"), ("green", "circle"), ("blue", "square"))  # one
 
 SINGLE_SIZE = (0.5, 0.7)  # width of a lone object, as a fraction of the canvas: 8-11 px at 16 px
 PAIR_SIZE = (0.36, 0.44)  # width of each object of a pair: 6-7 px at 16 px
+TRIO_SIZE = (0.28, 0.36)  # width of each of three or more objects (random scenes only): 4.5-6 px
 MARGIN = 0.03             # free border around the canvas
 GAP = 0.06                # least free space between the boxes of two objects (1 px at 16 px)
 MAX_OFFSET = 0.15         # how far across a relation's axis two objects may sit (2.4 px at 16 px)
@@ -202,6 +203,22 @@ def scene_for(caption, rng, bias=0.8):
         else:
             raise RuntimeError(f"found no placement for {caption!r} in 10000 tries; check PAIR_SIZE and GAP")
     return Scene(objects, caption, labels)
+
+
+def random_scene(rng, max_objects=3):
+    """0 to max_objects objects of any shape and colour (repeats allowed), drawn fairly and apart, with no
+    caption: the varied scenes a perception model learns from, beyond what the grammar can say."""
+    n = rng.randint(0, max_objects)
+    size_range = SINGLE_SIZE if n == 1 else PAIR_SIZE if n == 2 else TRIO_SIZE
+    for _ in range(1000):  # place one object at a time apart from those placed; start over when stuck
+        objects = []
+        for _ in range(100):
+            if len(objects) == n:
+                return Scene(objects, "", {})
+            obj = _random_obj(rng, rng.choice(SHAPES), rng.choice(list(COLOURS)), size_range)
+            if all(apart(obj, other) for other in objects):
+                objects.append(obj)
+    raise RuntimeError(f"found no placement for {n} objects; lower max_objects")
 
 
 def sample_scene(rng, kind=None, split="train", bias=0.8):

@@ -21,6 +21,7 @@ class Task:
     prompts: Prompts
     reward: Callable          # the reward protocol of minirl.rewards
     group_size: int = 1       # samples per prompt; a distribution reward scores each group as a whole
+    advantages: str = None    # "batch", "per_prompt" or "group" for this task (None: the TrainConfig's)
     metadata: dict = field(default_factory=dict)  # extra fields copied into every sample's metadata
 
     def __post_init__(self):
@@ -29,6 +30,9 @@ class Task:
         if not callable(self.reward):
             raise TypeError(f"task {self.name!r}: reward must be callable (images, prompts, metadata) -> "
                             f"(rewards, info); got {type(self.reward).__name__}")
+        if self.advantages not in (None, "batch", "per_prompt", "group"):
+            raise ValueError(f"task {self.name!r}: advantages must be None, 'batch', 'per_prompt' or 'group'; "
+                             f"got {self.advantages!r}")
         if self.group_size < 1:
             raise ValueError(f"task {self.name!r}: group_size must be >= 1; got {self.group_size}")
 

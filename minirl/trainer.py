@@ -103,7 +103,7 @@ class Trainer:
             if config.sample_batch_size % task.group_size:
                 raise ValueError(f"task {task.name!r}: group_size={task.group_size} must divide "
                                  f"sample_batch_size={config.sample_batch_size}")
-            if config.advantages == "group" and task.group_size < 2:
+            if (task.advantages or config.advantages) == "group" and task.group_size < 2:
                 raise ValueError(f"advantages='group' needs tasks with group_size >= 2; task {task.name!r} "
                                  f"has {task.group_size}")
         if pretrain_data is None and config.pretrain_beta > 0:
@@ -174,9 +174,10 @@ class Trainer:
                 self.log.images(images, batch_prompts, r, f"{task.name}_epoch{self.epoch + 1:04d}")
         local = torch.cat(rewards).to(acc.device)
         global_rewards = acc.gather(local).cpu()
-        if cfg.advantages == "batch":
+        mode = task.advantages or cfg.advantages
+        if mode == "batch":
             advantages = adv.normalize(global_rewards)
-        elif cfg.advantages == "per_prompt":
+        elif mode == "per_prompt":
             from accelerate.utils import gather_object
             all_prompts = gather_object(prompts) if acc.num_processes > 1 else prompts
             advantages = self.trackers[task.name].update(all_prompts, global_rewards)

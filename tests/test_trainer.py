@@ -217,3 +217,15 @@ def test_micro_batch_changes_memory_not_the_gradient(tiny_sd, tmp_path):
         grads.append(torch.cat([p.grad.flatten() for p in trainer.policy.unet.parameters() if p.requires_grad]))
     assert grads[0].norm() > 0
     assert (grads[0] - grads[1]).norm() / grads[0].norm() < 1e-5
+
+
+def test_a_task_may_choose_its_own_advantages(tiny_sd, tmp_path):
+    """A distribution reward needs advantages across groups even when the run normalises within them."""
+    policy = tiny_policy(tiny_sd)
+    with pytest.raises(ValueError, match="advantages='group' needs tasks with group_size >= 2"):
+        Trainer(policy, [Task("jpeg", PROMPTS, jpeg_compressibility)],
+                TrainConfig(advantages="group", out=str(tmp_path)))
+    task = Task("jpeg", PROMPTS, jpeg_compressibility, advantages="batch")
+    Trainer(policy, [task], TrainConfig(advantages="group", out=str(tmp_path)))
+    with pytest.raises(ValueError, match="advantages must be None, 'batch', 'per_prompt' or 'group'; got 'global'"):
+        Task("jpeg", PROMPTS, jpeg_compressibility, advantages="global")
