@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from minirl.scenes import (BACKGROUND, COLOURS, HELD_OUT, KINDS, RELATIONS, SHAPES, Scene, batch, parse,
-                           prompt_sampler, prompts, render, sample_scene, scene_for)
+                           prompt_sampler, prompts, random_scene, render, sample_scene, scene_for)
 from minirl.tasks import Task
 
 BG = torch.tensor(BACKGROUND).view(3, 1, 1)
@@ -142,6 +142,18 @@ def test_count_objects_do_not_overlap():
         # each object alone, drawn sharp at 64 px: their pixels must not meet
         masks = [(render(Scene([o], "", {}), 64, supersample=1) != BG).any(0) for o in (a, b)]
         assert masks[0].any() and masks[1].any() and not (masks[0] & masks[1]).any()
+
+
+def test_random_scenes_hold_0_to_3_separate_objects_of_every_kind():
+    rng = random.Random(5)
+    found = [random_scene(rng) for _ in range(300)]
+    assert Counter(len(s.objects) for s in found).keys() == {0, 1, 2, 3}
+    assert {o.colour for s in found for o in s.objects} == set(COLOURS)
+    assert {o.shape for s in found for o in s.objects} == set(SHAPES)
+    for scene in found:
+        masks = [(render(Scene([o], "", {}), 64, supersample=1) != BG).any(0) for o in scene.objects]
+        assert all(m.any() for m in masks)  # each object on the canvas, none touching another
+        assert all(not (a & b).any() for i, a in enumerate(masks) for b in masks[i + 1:])
 
 
 def test_deterministic():
