@@ -212,12 +212,14 @@ def random_scene(rng, max_objects=3):
     size_range = SINGLE_SIZE if n == 1 else PAIR_SIZE if n == 2 else TRIO_SIZE
     for _ in range(1000):  # place one object at a time apart from those placed; start over when stuck
         objects = []
-        for _ in range(100):
-            if len(objects) == n:
-                return Scene(objects, "", {})
+        for _ in range(100 * n):
             obj = _random_obj(rng, rng.choice(SHAPES), rng.choice(list(COLOURS)), size_range)
             if all(apart(obj, other) for other in objects):
                 objects.append(obj)
+                if len(objects) == n:
+                    break
+        if len(objects) == n:
+            return Scene(objects, "", {})
     raise RuntimeError(f"found no placement for {n} objects; lower max_objects")
 
 
