@@ -100,6 +100,11 @@ def relation_probability(relation, a, b):
         torch.sigmoid((along - across.abs()) / RELATION_SOFTNESS)
 
 
+def _counts_probability(log_p, wanted):
+    """P(every class at its wanted count) (B,), the classes independent: log_p (B, 12, 4), wanted (12,)."""
+    return log_p.gather(-1, wanted.expand(len(log_p), -1)[..., None]).squeeze(-1).sum(-1).exp()
+
+
 def caption_probability(p_counts, centres, labels):
     """P(the image shows exactly what the caption names): every class at its named count (0 for classes the
     caption does not name; a colourless caption may use any one colour), and the relation holding."""
@@ -109,14 +114,14 @@ def caption_probability(p_counts, centres, labels):
         ks = [CLASSES.index(cls) for cls in zip(labels["colours"], labels["shapes"])]
         wanted = torch.zeros(len(CLASSES), dtype=torch.long)
         wanted[ks] = 1
-        p = log_p.gather(-1, wanted.expand(len(log_p), -1)[..., None]).squeeze(-1).sum(-1).exp()
+        p = _counts_probability(log_p, wanted)
         return p * relation_probability(labels["relation"], centres[:, ks[0]], centres[:, ks[1]])
     colour, shape = labels["colours"][0], labels["shapes"][0]
     total = 0
     for c in [colour] if colour else COLOURS:  # a colourless caption: exactly one colour of the shape used
         wanted = torch.zeros(len(CLASSES), dtype=torch.long)
         wanted[CLASSES.index((c, shape))] = n
-        total = total + log_p.gather(-1, wanted.expand(len(log_p), -1)[..., None]).squeeze(-1).sum(-1).exp()
+        total = total + _counts_probability(log_p, wanted)
     return total
 
 
