@@ -35,7 +35,7 @@ class DemoConfig:
     """The demo's run; the RL settings are `train_config`'s."""
     tasks: tuple = TASKS           # a subset trains single-task runs (the alignment tax)
     epochs: int = 10               # iterations of Algorithm 1
-    lr: float = 1e-4               # AdamW, full fine-tuning
+    lr: float = 2e-4               # AdamW, full fine-tuning
     pretrain_beta: float = 1.0     # weight of the L_pre step; 0 switches the regulariser off
     seed: int = 0
     guidance: float = 3.0
@@ -128,6 +128,8 @@ def evaluate(policy, detector, preference, samples=2):
         metrics[f"parity/{name}/red_share"] = (colours == 0).float().mean().item()
         metrics[f"parity/{name}/blank_share"] = sum(c is None for c in scenes.dominant_colour(images[name])) \
             / len(images[name])
+        prompts = [p for p, _ in sets[name]]  # still one object of one colour (two-coloured blends fool h(x))
+        metrics[f"parity/{name}/success"] = composition(images[name], prompts, [{}] * len(prompts))[1]["success"]
     return metrics, images
 
 
@@ -145,6 +147,7 @@ ROWS = [  # (metric, what it is, which way is better)
     ("parity/parity_heldout/statistical_parity", "statistical parity, 'two circles' etc. (held out)", -1),
     ("parity/parity_train/red_share", "red share, 'a circle' etc.", -1),
     ("parity/parity_train/blank_share", "blank images, 'a circle' etc.", -1),
+    ("parity/parity_train/success", "composition success, 'a circle' etc.", +1),
 ]
 
 
@@ -265,14 +268,14 @@ def alignment_tax(seeds, epochs, out, log=print):
                 gains[name][t].append(sign * (result["fine_tuned"][key] - result["base"][key]))
     stats = {name: {t: (float(torch.tensor(g).mean()), float(torch.tensor(g).std()) if len(g) > 1 else 0.0)
                     for t, g in by_task.items()} for name, by_task in gains.items()}
-    kept = {t: [j / s for j, s in zip(gains["joint"][t], gains[f"{t} only"][t])] for t in TASKS}
+    kept = {t: kept_share(gains["joint"][t], gains[f"{t} only"][t]) for t in TASKS}
     lines = [f"gain over the base model on each reward (mean +- std over seeds {seeds}; {epochs} iterations)",
              "| run | " + " | ".join(f"{t} ({HEADLINE[t][0].split('/')[-1]})" for t in TASKS) + " |",
              "|---|" + "---|" * len(TASKS)]
     lines += [f"| {name} | " + " | ".join(f"{m:+.3f} +- {s:.3f}" for m, s in stats[name].values()) + " |"
               for name in runs]
-    shares = [f"{100 * sum(k) / len(k):.0f}% (per seed {', '.join(f'{100 * x:.0f}%' for x in k)})"
-              for k in kept.values()]
+    shares = [f"{100 * mean:.0f}% (per seed {', '.join(f'{100 * x:.0f}%' for x in per_seed)})"
+              for per_seed, mean in kept.values()]
     lines.append("| joint keeps of the single-task gain | " + " | ".join(shares) + " |")
     report = "\n".join(lines)
     (out / "alignment_tax.md").write_text(report + "\n")
@@ -280,3 +283,13 @@ def alignment_tax(seeds, epochs, out, log=print):
                                                         "headline": HEADLINE, "base": base[0]}, indent=1))
     log(report)
     return gains
+
+
+def kept_share(joint_gains, single_gains):
+    """The share of a single-task gain the joint model keeps, joint gain / single-task gain, for each seed
+    (lists of gains over the base on one reward, one per seed), and its mean over seeds."""
+    if len(joint_gains) != len(single_gains) or not joint_gains:
+        raise ValueError(f"need one joint and one single-task gain per seed; got {len(joint_gains)} and "
+                         f"{len(single_gains)}")
+    shares = [j / s for j, s in zip(joint_gains, single_gains)]
+    return shares, sum(shares) / len(shares)

@@ -1,0 +1,51 @@
+"""Checkers for the course's coding exercises: one module a notebook, each with `check_<exercise>(fn)`.
+
+A checker runs the student's function and the reference on fixed cases, prints pass or fail with the first
+difference, and returns True or False. It never raises, so a stub cell left undone does not break the
+notebook (a stub raises NotImplementedError, reported as "not attempted yet").
+"""
+
+import torch
+
+
+def check(name, student, reference, cases, atol=1e-5, rtol=1e-4):
+    """Compare student(*case) with reference(*case) for each case (a tuple of arguments); print and return
+    whether all match. Outputs may be tensors, numbers, or tuples / lists of them."""
+    for i, case in enumerate(cases):
+        try:
+            got = student(*case)
+        except NotImplementedError:
+            print(f"[ ] {name}: not attempted yet (the stub raises NotImplementedError)")
+            return False
+        except Exception as e:  # a student's bug is reported, not raised
+            print(f"[FAIL] {name}: case {i} raised {type(e).__name__}: {e}")
+            return False
+        want = reference(*case)
+        problem = _difference(got, want, atol, rtol)
+        if problem:
+            print(f"[FAIL] {name}: case {i}: {problem}")
+            return False
+    print(f"[PASS] {name}: {len(cases)} cases match the reference")
+    return True
+
+
+def _difference(got, want, atol, rtol):
+    """None if got matches want, else what differs."""
+    if isinstance(want, (tuple, list)):
+        if not isinstance(got, (tuple, list)) or len(got) != len(want):
+            return f"expected a sequence of {len(want)} values, got {type(got).__name__}"
+        for k, (g, w) in enumerate(zip(got, want)):
+            problem = _difference(g, w, atol, rtol)
+            if problem:
+                return f"item {k}: {problem}"
+        return None
+    got_t, want_t = torch.as_tensor(got, dtype=torch.float64), torch.as_tensor(want, dtype=torch.float64)
+    if got_t.shape != want_t.shape:
+        return f"shape {tuple(got_t.shape)}, expected {tuple(want_t.shape)}"
+    if not torch.isfinite(got_t).all():
+        return "not finite (NaN or inf)"
+    if not torch.allclose(got_t, want_t, atol=atol, rtol=rtol):
+        err = (got_t - want_t).abs().max().item()
+        return f"values differ by up to {err:.3g} (first values: got {got_t.flatten()[:3].tolist()}, " \
+               f"expected {want_t.flatten()[:3].tolist()})"
+    return None
