@@ -266,18 +266,7 @@ def alignment_tax(seeds, epochs, out, log=print):
             base = result["base"], result["base_images"]
             for t, (key, sign) in HEADLINE.items():
                 gains[name][t].append(sign * (result["fine_tuned"][key] - result["base"][key]))
-    stats = {name: {t: (float(torch.tensor(g).mean()), float(torch.tensor(g).std()) if len(g) > 1 else 0.0)
-                    for t, g in by_task.items()} for name, by_task in gains.items()}
-    kept = {t: kept_share(gains["joint"][t], gains[f"{t} only"][t]) for t in TASKS}
-    lines = [f"gain over the base model on each reward (mean +- std over seeds {seeds}; {epochs} iterations)",
-             "| run | " + " | ".join(f"{t} ({HEADLINE[t][0].split('/')[-1]})" for t in TASKS) + " |",
-             "|---|" + "---|" * len(TASKS)]
-    lines += [f"| {name} | " + " | ".join(f"{m:+.3f} +- {s:.3f}" for m, s in stats[name].values()) + " |"
-              for name in runs]
-    shares = [f"{100 * mean:.0f}% (per seed {', '.join(f'{100 * x:.0f}%' for x in per_seed)})"
-              for per_seed, mean in kept.values()]
-    lines.append("| joint keeps of the single-task gain | " + " | ".join(shares) + " |")
-    report = "\n".join(lines)
+    report = tax_report(gains, seeds, epochs)
     (out / "alignment_tax.md").write_text(report + "\n")
     (out / "alignment_tax.json").write_text(json.dumps({"seeds": seeds, "epochs": epochs, "gains": gains,
                                                         "headline": HEADLINE, "base": base[0]}, indent=1))
@@ -285,11 +274,30 @@ def alignment_tax(seeds, epochs, out, log=print):
     return gains
 
 
+def tax_report(gains, seeds, epochs):
+    """The alignment-tax table (markdown) from gains = {run: {task: [gain per seed]}}."""
+    stats = {name: {t: (float(torch.tensor(g).mean()), float(torch.tensor(g).std()) if len(g) > 1 else 0.0)
+                    for t, g in by_task.items()} for name, by_task in gains.items()}
+    kept = {t: kept_share(gains["joint"][t], gains[f"{t} only"][t]) for t in TASKS}
+    lines = [f"gain over the base model on each reward (mean +- std over seeds {seeds}; {epochs} iterations)",
+             "| run | " + " | ".join(f"{t} ({HEADLINE[t][0].split('/')[-1]})" for t in TASKS) + " |",
+             "|---|" + "---|" * len(TASKS)]
+    lines += [f"| {name} | " + " | ".join(f"{m:+.3f} +- {sd:.3f}" for m, sd in by_task.values()) + " |"
+              for name, by_task in stats.items()]
+    percent = lambda x: "n/a" if x is None else f"{100 * x:.0f}%"  # noqa: E731
+    shares = [f"{percent(mean)} (per seed {', '.join(map(percent, per_seed))})" for per_seed, mean in kept.values()]
+    lines.append("| joint keeps of the single-task gain (n/a: the single-task run did not gain) | "
+                 + " | ".join(shares) + " |")
+    return "\n".join(lines)
+
+
 def kept_share(joint_gains, single_gains):
     """The share of a single-task gain the joint model keeps, joint gain / single-task gain, for each seed
-    (lists of gains over the base on one reward, one per seed), and its mean over seeds."""
+    (lists of gains over the base on one reward, one per seed), and its mean over seeds. A share exists only
+    where the single-task run gained (None for a seed where it did not; the mean is None if no seed did)."""
     if len(joint_gains) != len(single_gains) or not joint_gains:
         raise ValueError(f"need one joint and one single-task gain per seed; got {len(joint_gains)} and "
                          f"{len(single_gains)}")
-    shares = [j / s for j, s in zip(joint_gains, single_gains)]
-    return shares, sum(shares) / len(shares)
+    shares = [j / s if s > 0 else None for j, s in zip(joint_gains, single_gains)]
+    defined = [x for x in shares if x is not None]
+    return shares, sum(defined) / len(defined) if defined else None

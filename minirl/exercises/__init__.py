@@ -10,7 +10,7 @@ import torch
 
 def check(name, student, reference, cases, atol=1e-5, rtol=1e-4):
     """Compare student(*case) with reference(*case) for each case (a tuple of arguments); print and return
-    whether all match. Outputs may be tensors, numbers, or tuples / lists of them."""
+    whether all match. Outputs may be tensors, numbers, None, or tuples / lists of them."""
     for i, case in enumerate(cases):
         try:
             got = student(*case)
@@ -31,6 +31,8 @@ def check(name, student, reference, cases, atol=1e-5, rtol=1e-4):
 
 def _difference(got, want, atol, rtol):
     """None if got matches want, else what differs."""
+    if want is None or got is None:
+        return None if got is want else f"got {got!r}, expected {want!r}"
     if isinstance(want, (tuple, list)):
         if not isinstance(got, (tuple, list)) or len(got) != len(want):
             return f"expected a sequence of {len(want)} values, got {type(got).__name__}"
