@@ -1,0 +1,43 @@
+"""The checker of notebook 04 passes minirl's clipped surrogate, fails plausible wrong answers, reports a stub."""
+
+import torch
+
+from minirl import losses
+from minirl.exercises.ppo import check_ppo_loss
+
+
+def stub(*args):
+    raise NotImplementedError
+
+
+def clipped(log_prob, old, a, eps):
+    w = torch.exp(log_prob - old)
+    return -torch.minimum(w * a, torch.clamp(w, 1 - eps, 1 + eps) * a).mean()
+
+
+def test_ppo_checker_passes_the_reference():
+    assert check_ppo_loss(losses.ppo_loss)  # (loss, info) is accepted
+    assert check_ppo_loss(clipped)          # and a bare loss
+
+
+def test_ppo_checker_fails_wrong_answers():
+    def only_clipped(log_prob, old, a, eps):        # no min: the pessimistic bound is lost
+        return -(torch.clamp(torch.exp(log_prob - old), 1 - eps, 1 + eps) * a).mean()
+
+    def maximum(log_prob, old, a, eps):             # max instead of min: optimistic, never stops
+        w = torch.exp(log_prob - old)
+        return -torch.maximum(w * a, torch.clamp(w, 1 - eps, 1 + eps) * a).mean()
+
+    def inverted_ratio(log_prob, old, a, eps):      # p_old / p_theta
+        return clipped(old, log_prob, a, eps)
+
+    def unclipped(log_prob, old, a, eps):           # importance sampling without the clip
+        return -(torch.exp(log_prob - old) * a).mean()
+
+    for wrong in (only_clipped, maximum, inverted_ratio, unclipped):
+        assert not check_ppo_loss(wrong), wrong.__name__
+
+
+def test_stub_is_reported_not_attempted(capsys):
+    assert not check_ppo_loss(stub)
+    assert "not attempted" in capsys.readouterr().out
