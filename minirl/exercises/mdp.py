@@ -1,0 +1,50 @@
+"""Checkers for notebook 02 (denoising as a multi-step MDP).
+
+- `check_gaussian_log_prob(fn)`: fn(x, mean, sigma, reduce) -> log N(x; mean, sigma^2 I) per sample (B,),
+  averaged ("mean") or summed ("sum") over dimensions, against `minirl.mdp.gaussian_log_prob`.
+- `check_ddim_sigmas(fn)`: fn(scheduler, eta) -> sigma_t of every step of a DDIMScheduler's schedule (T,)
+  (DDIM Eq. 16), against `minirl.mdp.step_sigmas` on four schedules.
+"""
+
+import torch
+from diffusers import DDIMScheduler
+
+from minirl.exercises import check
+from minirl.mdp import gaussian_log_prob, step_sigmas
+
+SD_BETAS = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}  # Stable Diffusion 1.x/2.x
+
+
+def _log_prob_cases():
+    g = torch.Generator().manual_seed(0)
+    cases = []
+    for shape, sigma, reduce in (((2, 3, 16, 16), [0.83, 0.15], "mean"), ((2, 3, 16, 16), [0.83, 0.15], "sum"),
+                                 ((3, 4, 8, 8), [1.0, 0.02, 0.3], "mean"), ((1, 4, 8, 8), [0.005], "sum")):
+        mean = torch.randn(shape, generator=g)
+        sigma = torch.tensor(sigma)
+        x = mean + sigma.view(-1, 1, 1, 1) * torch.randn(shape, generator=g)  # a sample of the Gaussian
+        cases.append((x, mean, sigma, reduce))
+    x, mean, sigma, _ = cases[0]
+    cases.append((x + 0.3, mean, sigma, "mean"))  # far from the mean: the quadratic term dominates
+    return cases
+
+
+def check_gaussian_log_prob(student_fn):
+    """student_fn(x (B, C, H, W), mean (B, C, H, W), sigma (B,), reduce "mean" | "sum") -> (B,)."""
+    return check("gaussian_log_prob", student_fn, gaussian_log_prob, _log_prob_cases(), atol=1e-4, rtol=1e-5)
+
+
+def _schedulers():
+    """(scheduler, eta): the tiny world's, Stable Diffusion's at eta 1 and 0.5, and one ending on sigma_t = 0."""
+    tiny = DDIMScheduler(beta_schedule="squaredcos_cap_v2", clip_sample=True, set_alpha_to_one=False, steps_offset=1)
+    sd = DDIMScheduler(**SD_BETAS, clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+    sd_half = DDIMScheduler(**SD_BETAS, clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+    ends_at_zero = DDIMScheduler(**SD_BETAS, clip_sample=False, set_alpha_to_one=True, steps_offset=0)
+    for scheduler, steps in ((tiny, 10), (sd, 20), (sd_half, 50), (ends_at_zero, 10)):
+        scheduler.set_timesteps(steps)
+    return [(tiny, 1.0), (sd, 1.0), (sd_half, 0.5), (ends_at_zero, 1.0)]
+
+
+def check_ddim_sigmas(student_fn):
+    """student_fn(scheduler (a DDIMScheduler after set_timesteps), eta) -> sigma_t of each step (T,)."""
+    return check("ddim_sigmas", student_fn, step_sigmas, _schedulers(), atol=1e-6, rtol=1e-4)
