@@ -18,8 +18,11 @@ $(VENV)/.test: $(VENV)/.base
 demo: $(VENV)/.base
 	$(PY) -m minirl.cli demo
 
+# The tests, then every notebook of the course under nbval in smoke mode (CI=true shrinks their runs).
 test: $(VENV)/.test
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider tests
+	HF_HUB_OFFLINE=1 CI=true $(PY) -m pytest -q -p no:cacheprovider --nbval-lax \
+		--nbval-sanitize-with notebooks/sanitize.cfg notebooks
 
 lab: $(VENV)/.test
 	$(VENV)/bin/jupyter lab notebooks
