@@ -16,8 +16,11 @@ EPS = 1e-8
 
 
 def normalize(rewards):
-    """Per-batch advantages. `rewards` (N,) must be the GLOBAL batch (gather across processes first)."""
-    return (rewards - rewards.mean()) / (rewards.std(unbiased=False) + EPS)
+    """Per-batch advantages. `rewards` (N,) must be the GLOBAL batch (gather across processes first).
+    In float64: in float32 the mean of equal rewards can round, and the rounding error (~1e-8) divided by a
+    std of the same size gives advantages of +-1 to a batch that has no signal."""
+    r = rewards.double()
+    return ((r - r.mean()) / (r.std(unbiased=False) + EPS)).to(rewards.dtype)
 
 
 def group_relative(rewards, group_ids):

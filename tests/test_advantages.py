@@ -34,3 +34,13 @@ def test_group_relative_and_clip():
     with pytest.raises(ValueError, match="group 1 has 1 sample"):
         group_relative(r, [0, 0, 0, 1])
     torch.testing.assert_close(clip(torch.tensor([-7.0, 0.5, 9.0]), 5), torch.tensor([-5.0, 0.5, 5.0]))
+
+
+@pytest.mark.parametrize("value", [0.7, 0.1, 123.456])
+def test_equal_rewards_give_zero_advantages(value):
+    # float32 arithmetic gives +-0.856 for 0.7: the mean's rounding error over a std of the same size
+    rewards = torch.full((8,), value)
+    assert normalize(rewards).dtype == torch.float32
+    assert normalize(rewards).abs().max().item() == 0.0
+    a = group_relative(torch.cat([rewards, torch.tensor([0.0, 1.0])]), [0] * 8 + [1, 1])
+    torch.testing.assert_close(a, torch.tensor([0.0] * 8 + [-1.0, 1.0]))
