@@ -4,7 +4,8 @@ A reward is a callable `reward(images, prompts, metadata) -> (rewards, info)`:
 images (B, 3, H, W) float in [0, 1], prompts a list of B strings, metadata a list of B dicts; rewards a float
 tensor of shape (B,), info a dict of extra per-batch numbers to log. A reward with `distribution = True`
 scores a property of a whole minibatch (diversity, fairness: paper 3.2) and is called once per group of
-samples of one prompt; every sample of the group gets that group's reward.
+samples of one prompt; every sample of the group gets that group's reward (or, with a leave-one-out
+baseline, that reward minus the group's reward without it).
 Every call is checked by `validate`, so a wrong shape, a NaN or a non-tensor is named at once.
 """
 
@@ -70,18 +71,35 @@ def statistical_parity(labels, num_classes):
 
 
 class ParityReward:
-    """A distribution reward (paper 3.2): -SP of an attribute over each group of samples of one prompt, the
-    same value for every sample of the group. `classify(images) -> (B,) class indices` is the attribute
-    classifier h (the paper's skin-tone classifier, the tiny world's colour classifier)."""
+    """A distribution reward (paper 3.2): -SP of an attribute over each group of samples of one prompt.
+    `classify(images) -> (B,) class indices` is the attribute classifier h (the paper's skin-tone classifier,
+    the tiny world's colour classifier).
+
+    credit="group" (the paper's): every sample of the group gets -SP(group). credit="leave_one_out": sample i
+    gets -SP(group) + SP(group without i), the group's reward minus a baseline that does not depend on sample
+    i. The samples are independent, so the baseline leaves the policy gradient's expectation unchanged and
+    removes most of its variance: a sample of an over-represented colour is credited negatively at once,
+    instead of through which of a few groups happened to be fairer.
+    """
 
     distribution = True
+    CREDITS = ("group", "leave_one_out")
 
-    def __init__(self, classify, num_classes):
-        self.classify, self.num_classes = classify, num_classes
+    def __init__(self, classify, num_classes, credit="group"):
+        if credit not in self.CREDITS:
+            raise ValueError(f"credit must be one of {self.CREDITS}; got {credit!r}")
+        self.classify, self.num_classes, self.credit = classify, num_classes, credit
 
     def __call__(self, images, prompts, metadata):
-        sp = statistical_parity(self.classify(images), self.num_classes)
-        return torch.full((len(images),), -float(sp)), {"statistical_parity": float(sp)}
+        labels = torch.as_tensor(self.classify(images))
+        sp = statistical_parity(labels, self.num_classes)
+        rewards = torch.full((len(labels),), -float(sp))
+        if self.credit == "leave_one_out":
+            if len(labels) < 2:
+                raise ValueError(f"leave-one-out credit needs groups of >= 2 samples; got {len(labels)}")
+            others = ~torch.eye(len(labels), dtype=torch.bool)
+            rewards += torch.stack([statistical_parity(labels[keep], self.num_classes) for keep in others])
+        return rewards, {"statistical_parity": float(sp)}
 
 
 REWARDS = {"jpeg_compressibility": jpeg_compressibility, "jpeg_incompressibility": jpeg_incompressibility}

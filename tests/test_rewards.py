@@ -49,3 +49,42 @@ def test_parity_reward_credits_the_whole_group():
     r, info = validate("parity", reward(torch.zeros(4, 3, 8, 8), ["a circle"] * 4, [{}] * 4), 4)
     torch.testing.assert_close(r, torch.full((4,), -0.25))  # shares (.5, .5, 0, 0): 2 * .0625 + 2 * .0625
     assert reward.distribution and info["statistical_parity"] == pytest.approx(0.25)
+
+
+def test_parity_leave_one_out_credit_by_hand():
+    from minirl.rewards import ParityReward
+    # 3 red, 1 blue: SP = (.75 - .25)^2 + (.25 - .25)^2 + 2 * .25^2 = 0.375. Without a red: (2/3, 1/3, 0, 0)
+    # -> (5/12)^2 + (1/12)^2 + 2/16 = 0.3056; without the blue: all red -> 0.75
+    reward = ParityReward(lambda images: torch.tensor([0, 0, 1, 0]), num_classes=4, credit="leave_one_out")
+    r, info = validate("parity", reward(torch.zeros(4, 3, 8, 8), ["a circle"] * 4, [{}] * 4), 4)
+    without_red = (5 / 12) ** 2 + (1 / 12) ** 2 + 2 / 16
+    torch.testing.assert_close(r, torch.tensor([without_red - 0.375] * 2 + [0.75 - 0.375, without_red - 0.375]))
+    assert info["statistical_parity"] == pytest.approx(0.375)
+    fair = ParityReward(lambda images: torch.tensor([0, 1, 2, 3]), num_classes=4, credit="leave_one_out")
+    r, _ = fair(torch.zeros(4, 3, 8, 8), ["a circle"] * 4, [{}] * 4)
+    assert (r > 0).all()  # every colour is needed: removing any sample makes the group less fair
+    with pytest.raises(ValueError, match="credit must be one of .*'group', 'leave_one_out'.*got 'sample'"):
+        ParityReward(lambda images: images, 4, credit="sample")
+
+
+def test_leave_one_out_credit_keeps_the_policy_gradient_and_cuts_its_variance():
+    """Exact expectations over every group of 3 samples from a softmax policy over 4 colours: both credits
+    give the same policy gradient E[sum_i credit_i grad log p(x_i)]; leave-one-out with less variance."""
+    import itertools
+    from minirl.rewards import ParityReward
+    logits = torch.tensor([1.5, 0.2, -0.3, 0.0], dtype=torch.float64)
+    p = logits.softmax(0)
+    score = torch.eye(4, dtype=torch.float64) - p  # grad of log p(colour) wrt the logits, one row a colour
+    moments = {}
+    for credit in ParityReward.CREDITS:
+        reward = ParityReward(lambda labels: labels, 4, credit=credit)
+        mean, square = 0, 0
+        for group in itertools.product(range(4), repeat=3):
+            labels = torch.tensor(group)
+            r, _ = reward(labels, ["a circle"] * 3, [{}] * 3)
+            g = (r.double()[:, None] * score[labels]).sum(0)
+            mean, square = mean + p[labels].prod() * g, square + p[labels].prod() * g.pow(2).sum()
+        moments[credit] = mean, square - mean.pow(2).sum()
+    torch.testing.assert_close(moments["group"][0], moments["leave_one_out"][0])
+    assert moments["group"][0].abs().max() > 1e-3  # a gradient worth comparing
+    assert moments["leave_one_out"][1] < 0.5 * moments["group"][1]
