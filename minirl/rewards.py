@@ -78,8 +78,8 @@ class ParityReward:
     credit="group" (the paper's): every sample of the group gets -SP(group). credit="leave_one_out": sample i
     gets -SP(group) + SP(group without i), the group's reward minus a baseline that does not depend on sample
     i. The samples are independent, so the baseline leaves the policy gradient's expectation unchanged and
-    removes most of its variance: a sample of an over-represented colour is credited negatively at once,
-    instead of through which of a few groups happened to be fairer.
+    lowers its variance (to a third in tests/test_rewards.py's exact example): a sample of an over-represented
+    colour is credited negatively at once, not through which of a few groups happened to be fairer.
     """
 
     distribution = True
@@ -91,7 +91,7 @@ class ParityReward:
         self.classify, self.num_classes, self.credit = classify, num_classes, credit
 
     def __call__(self, images, prompts, metadata):
-        labels = torch.as_tensor(self.classify(images))
+        labels = torch.as_tensor(self.classify(images)).cpu()
         sp = statistical_parity(labels, self.num_classes)
         rewards = torch.full((len(labels),), -float(sp))
         if self.credit == "leave_one_out":
