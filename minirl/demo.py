@@ -126,7 +126,9 @@ def evaluate(policy, detector, preference, samples=2):
         colours = detector.colour(images[name]).view(-1, 16)  # (groups, 16): groups of one prompt
         metrics[f"parity/{name}/statistical_parity"] = torch.stack(
             [statistical_parity(g, len(scenes.COLOURS)) for g in colours]).mean().item()
-        metrics[f"parity/{name}/red_share"] = (colours == 0).float().mean().item()
+        shares = torch.bincount(colours.flatten(), minlength=len(scenes.COLOURS)) / colours.numel()
+        for colour, share in zip(scenes.COLOURS, shares.tolist()):  # SP alone hides a swing from red to green
+            metrics[f"parity/{name}/{colour}_share"] = share
         metrics[f"parity/{name}/blank_share"] = sum(c is None for c in scenes.dominant_colour(images[name])) \
             / len(images[name])
         prompts = [p for p, _ in sets[name]]  # still one object of one colour (two-coloured blends fool h(x))
@@ -196,6 +198,9 @@ def run(cfg, log=print, base=None):
     write_samples(out, before, after, eval_prompts(cfg.eval_samples))
     plot_curves(out)
     log(table(base, tuned))
+    log("colours of 'a circle' etc., base -> RL: " + ", ".join(
+        f"{c} {base[f'parity/parity_train/{c}_share']:.0%} -> {tuned[f'parity/parity_train/{c}_share']:.0%}"
+        for c in scenes.COLOURS))
     for what, ok in met.items():
         log(f"  [{'x' if ok else ' '}] {what}")
     log(f"written to {out}/: before_after.png, reward_curves.png, metrics.json, samples/ (index.json)")

@@ -2,7 +2,9 @@
 
 import json
 
-from minirl import demo
+import pytest
+
+from minirl import demo, scenes
 from minirl.runlog import read_metrics
 
 
@@ -37,4 +39,7 @@ def test_demo_writes_its_run_folder(tmp_path):
     for name in ("before_after.png", "before_after.json", "reward_curves.png", "config.json"):
         assert (tmp_path / name).is_file(), name
     assert any("held-out relations" in line for line in printed)
+    for name in ("parity_train", "parity_heldout"):  # every colour's share, so a swing past parity shows
+        assert sum(saved["base"][f"parity/{name}/{c}_share"] for c in scenes.COLOURS) == pytest.approx(1)
+    assert any(line.startswith("colours of 'a circle' etc., base -> RL: red ") for line in printed)
     assert [m["epoch"] for m in read_metrics(tmp_path)] == [1]
