@@ -7,13 +7,11 @@ from diffusers import DDIMScheduler, DDPMScheduler
 from torch.distributions import Normal
 
 from minirl.mdp import (ddim_step_with_logprob, ddpm_step_with_logprob, step_sigmas, step_with_logprob)
-
-SD_BETAS = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                set_alpha_to_one=False)
+from minirl.sd import sd_scheduler
 
 
 def ddim(steps=20, **kw):
-    s = DDIMScheduler(**{**SD_BETAS, "steps_offset": 1, **kw})
+    s = sd_scheduler(**kw)
     s.set_timesteps(steps)
     return s
 

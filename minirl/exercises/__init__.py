@@ -10,7 +10,8 @@ import torch
 
 def check(name, student, reference, cases, atol=1e-5, rtol=1e-4):
     """Compare student(*case) with reference(*case) for each case (a tuple of arguments); print and return
-    whether all match. The student works on copies of the case's tensors. Outputs may be tensors, numbers, None, or tuples / lists of them."""
+    whether all match. The student works on copies of the case's tensors. Outputs may be tensors, numbers,
+    None, or tuples / lists of them."""
     for i, case in enumerate(cases):
         try:
             got = student(*[a.clone() if isinstance(a, torch.Tensor) else a for a in case])  # edits stay local

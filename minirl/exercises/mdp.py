@@ -11,8 +11,7 @@ from diffusers import DDIMScheduler
 
 from minirl.exercises import check
 from minirl.mdp import gaussian_log_prob, step_sigmas
-
-SD_BETAS = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}  # Stable Diffusion 1.x/2.x
+from minirl.sd import sd_scheduler
 
 
 def _log_prob_cases():
@@ -37,9 +36,8 @@ def check_gaussian_log_prob(student_fn):
 def _schedulers():
     """(scheduler, eta): the tiny world's, Stable Diffusion's at eta 1 and 0.5, and one ending on sigma_t = 0."""
     tiny = DDIMScheduler(beta_schedule="squaredcos_cap_v2", clip_sample=True, set_alpha_to_one=False, steps_offset=1)
-    sd = DDIMScheduler(**SD_BETAS, clip_sample=False, set_alpha_to_one=False, steps_offset=1)
-    sd_half = DDIMScheduler(**SD_BETAS, clip_sample=False, set_alpha_to_one=False, steps_offset=1)
-    ends_at_zero = DDIMScheduler(**SD_BETAS, clip_sample=False, set_alpha_to_one=True, steps_offset=0)
+    sd, sd_half = sd_scheduler(), sd_scheduler()
+    ends_at_zero = sd_scheduler(set_alpha_to_one=True, steps_offset=0)
     for scheduler, steps in ((tiny, 10), (sd, 20), (sd_half, 50), (ends_at_zero, 10)):
         scheduler.set_timesteps(steps)
     return [(tiny, 1.0), (sd, 1.0), (sd_half, 0.5), (ends_at_zero, 1.0)]

@@ -24,7 +24,8 @@ def tiny_unet(cross_attention_dim=32, block_out_channels=(32, 64), layers_per_bl
         return UNet2DConditionModel(
             block_out_channels=block_out_channels, layers_per_block=layers_per_block, sample_size=8, in_channels=4,
             out_channels=4, cross_attention_dim=cross_attention_dim,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"))
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"))
 
 
 def lora_parameters(unet, rank):
@@ -59,9 +60,10 @@ def unet_passes_per_epoch(config, num_steps, num_trainable, guidance_scale):
 
     from minirl.policy import DiffusionPolicy
     from minirl.rewards import jpeg_compressibility
+    from minirl.sd import sd_scheduler
     from minirl.tasks import Task
     from minirl.trainer import Trainer
-    policy = DiffusionPolicy(_unet(), _sd_scheduler(), None, None, num_steps=num_steps,
+    policy = DiffusionPolicy(_unet(), sd_scheduler(), None, None, num_steps=num_steps,
                              guidance_scale=guidance_scale)
     if len(policy.trainable_steps) != num_trainable:
         raise ValueError(f"case: {num_steps} steps have {len(policy.trainable_steps)} trainable steps, "
@@ -101,9 +103,3 @@ def _unet():
     if not _UNET:
         _UNET.append(tiny_unet().requires_grad_(True))
     return _UNET[0]
-
-
-def _sd_scheduler():
-    from diffusers import DDIMScheduler
-    return DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                         set_alpha_to_one=False, steps_offset=1)
