@@ -119,6 +119,7 @@ def evaluate(policy, detector, preference, samples=2):
         prompts = [p for p, _ in sets[name]]
         reward, info = composition(images[name], prompts, [{}] * len(prompts))
         metrics[f"composition/{name}/success"] = info["success"]
+        metrics[f"composition/{name}/objects"] = info["objects"]  # the named objects, wherever they are
         metrics[f"composition/{name}/reward"] = reward.mean().item()
         metrics[f"preference/{name}/reward"] = preference(images[name]).mean().item()
         metrics[f"preference/{name}/rater"] = judges.rater_utility(images[name]).mean().item()
@@ -141,6 +142,8 @@ def evaluate(policy, detector, preference, samples=2):
 ROWS = [  # (metric, what it is, which way is better)
     ("composition/relation_train/success", "composition success, training relations", +1),
     ("composition/relation_heldout/success", "composition success, held-out relations", +1),
+    ("composition/relation_train/objects", "the named objects, any places, training relations", +1),
+    ("composition/relation_heldout/objects", "the named objects, any places, held-out relations", +1),
     ("composition/single/success", "composition success, single objects", +1),
     ("preference/relation_train/reward", "preference reward, training relations", +1),
     ("preference/relation_heldout/reward", "preference reward, held-out relations", +1),

@@ -105,18 +105,15 @@ def _counts_probability(log_p, wanted):
     return log_p.gather(-1, wanted.expand(len(log_p), -1)[..., None]).squeeze(-1).sum(-1).exp()
 
 
-def caption_probability(p_counts, centres, labels):
-    """P(the image shows exactly what the caption names): every class at its named count (0 for classes the
-    caption does not name; a colourless caption may use any one colour), and the relation holding."""
+def objects_probability(p_counts, labels):
+    """P(every class at its named count) (B,): 0 for classes the caption does not name; a colourless caption
+    may use any one colour. The relation, if any, is not looked at."""
     log_p = p_counts.clamp_min(1e-12).log()                                 # (B, 12, 4)
-    n = labels["count"] if labels["kind"] == "count" else 1
     if labels["kind"] == "relation":
-        ks = [CLASSES.index(cls) for cls in zip(labels["colours"], labels["shapes"])]
         wanted = torch.zeros(len(CLASSES), dtype=torch.long)
-        wanted[ks] = 1
-        p = _counts_probability(log_p, wanted)
-        return p * relation_probability(labels["relation"], centres[:, ks[0]], centres[:, ks[1]])
-    colour, shape = labels["colours"][0], labels["shapes"][0]
+        wanted[[CLASSES.index(cls) for cls in zip(labels["colours"], labels["shapes"])]] = 1
+        return _counts_probability(log_p, wanted)
+    colour, shape, n = labels["colours"][0], labels["shapes"][0], labels["count"]
     total = 0
     for c in [colour] if colour else COLOURS:  # a colourless caption: exactly one colour of the shape used
         wanted = torch.zeros(len(CLASSES), dtype=torch.long)
@@ -125,16 +122,28 @@ def caption_probability(p_counts, centres, labels):
     return total
 
 
-def caption_success(p_counts, centres, labels):
-    """The hard verdict: the most likely counts are exactly the named ones and the relation holds."""
-    counts = p_counts.argmax(-1)
-    hard = F.one_hot(counts, MAX_COUNT + 1).float()
-    return caption_probability(hard, centres, labels) > 0.5
+def caption_probability(p_counts, centres, labels, with_relation=True):
+    """P(the image shows exactly what the caption names): the named objects (`objects_probability`) and, for
+    a relation caption, the relation holding between their centres (unless with_relation=False)."""
+    p = objects_probability(p_counts, labels)
+    if labels["kind"] == "relation" and with_relation:
+        a, b = (CLASSES.index(cls) for cls in zip(labels["colours"], labels["shapes"]))
+        p = p * relation_probability(labels["relation"], centres[:, a], centres[:, b])
+    return p
+
+
+def caption_success(p_counts, centres, labels, with_relation=True):
+    """The hard verdict: the most likely counts are exactly the named ones and the relation holds (or, with
+    with_relation=False, just the named objects)."""
+    hard = F.one_hot(p_counts.argmax(-1), MAX_COUNT + 1).float()
+    return caption_probability(hard, centres, labels, with_relation) > 0.5
 
 
 class CompositionReward:
     """The paper's compositionality reward in miniature: the detector's probability that the image shows
-    what the caption names. info: `success`, the share of images the detector judges fully right."""
+    what the caption names. info: `success`, the share of images the detector judges fully right, and
+    `objects`, the share with exactly the named objects whatever their places (success / objects is how often
+    the relation holds when the objects are right)."""
 
     def __init__(self, detector):
         self.detector = detector
@@ -142,9 +151,11 @@ class CompositionReward:
     def __call__(self, images, prompts, metadata):
         p, centres = self.detector.read(images)
         labels = [scenes.parse(prompt) for prompt in prompts]
-        reward = torch.cat([caption_probability(p[i:i + 1], centres[i:i + 1], lab) for i, lab in enumerate(labels)])
-        success = torch.cat([caption_success(p[i:i + 1], centres[i:i + 1], lab) for i, lab in enumerate(labels)])
-        return reward, {"success": success.float().mean().item()}
+        each = lambda verdict, **kw: torch.cat(  # noqa: E731
+            [verdict(p[i:i + 1], centres[i:i + 1], lab, **kw) for i, lab in enumerate(labels)])
+        reward, success, objects = each(caption_probability), each(caption_success), \
+            each(caption_success, with_relation=False)
+        return reward, {"success": success.float().mean().item(), "objects": objects.float().mean().item()}
 
 
 # ------------------------------------------------------------------------------------------- preference

@@ -45,6 +45,15 @@ def test_caption_probability_by_hand(caption, expected):
     assert judges.caption_success(p, centres, scenes.parse(caption)).item() == (expected > 0.5)
 
 
+def test_objects_verdict_ignores_only_the_relation():
+    p, centres = reading([("red", "circle", 0.25, 0.5), ("blue", "square", 0.75, 0.52)])
+
+    def objects(caption):
+        return judges.caption_success(p, centres, scenes.parse(caption), with_relation=False).item()
+    assert objects("a red circle right of a blue square") and objects("a blue square above a red circle")
+    assert not objects("a red circle left of a green square") and not objects("a red circle")
+
+
 def test_colourless_and_count_captions_accept_any_one_colour():
     p, centres = reading([("yellow", "triangle", 0.3, 0.3), ("yellow", "triangle", 0.7, 0.7)])
     probability = lambda caption: judges.caption_probability(p, centres, scenes.parse(caption)).item()  # noqa: E731
@@ -109,8 +118,10 @@ def test_composition_reward_ranks_the_right_scene_above_wrong_ones(committed):
                          ["a yellow circle left of a green triangle", "a blue square", "a green circle"]])
     reward = judges.CompositionReward(detector)
     r_right, info = validate("composition", reward(right, captions, [{}] * 3), 3)
-    r_wrong, _ = validate("composition", reward(wrong, captions, [{}] * 3), 3)
+    r_wrong, info_wrong = validate("composition", reward(wrong, captions, [{}] * 3), 3)
     assert (r_right > 0.9).all() and (r_wrong < 0.1).all() and info["success"] == 1.0
+    # the swapped pair has the right objects in the wrong places: counted in `objects`, not in `success`
+    assert info["objects"] == 1.0 and info_wrong["objects"] == pytest.approx(1 / 3) and info_wrong["success"] == 0
 
 
 def test_parity_on_the_detector_colours(committed):
