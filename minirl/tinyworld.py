@@ -42,6 +42,11 @@ def word_tokenizer():
                                    pad_token="[PAD]", unk_token="[UNK]", model_max_length=MAX_TOKENS)
 
 
+def ddim_scheduler():
+    """The tiny world's schedule: cosine betas, x_0 clipped to [-1, 1], DDIM with steps_offset=1."""
+    return DDIMScheduler(beta_schedule="squaredcos_cap_v2", clip_sample=True, set_alpha_to_one=False, steps_offset=1)
+
+
 def build(seed=0, size=16):
     """A fresh (unet, text_encoder, tokenizer, scheduler) with random weights."""
     torch.manual_seed(seed)
@@ -55,9 +60,7 @@ def build(seed=0, size=16):
         vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
         num_attention_heads=4, max_position_embeddings=MAX_TOKENS, pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id))
-    scheduler = DDIMScheduler(beta_schedule="squaredcos_cap_v2", clip_sample=True, set_alpha_to_one=False,
-                              steps_offset=1)
-    return unet, text_encoder, tokenizer, scheduler
+    return unet, text_encoder, tokenizer, ddim_scheduler()
 
 
 def save(folder, unet, text_encoder, tokenizer, scheduler):

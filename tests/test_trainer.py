@@ -4,11 +4,12 @@ import json
 
 import pytest
 import torch
-from diffusers import DDIMScheduler, PNDMScheduler
+from diffusers import PNDMScheduler
 
 from helpers import PROMPTS, tiny_policy, tiny_trainer, trainable
 from minirl.rewards import jpeg_compressibility
 from minirl.runlog import read_metrics
+from minirl.sd import sd_scheduler
 from minirl.tasks import Task
 from minirl.trainer import TrainConfig, Trainer
 
@@ -78,8 +79,7 @@ def test_resume_refuses_a_changed_config(tiny_sd, tmp_path):
 
 def test_steps_offset_0_is_guarded_and_weights_stay_finite(tiny_sd, tmp_path):
     """steps_offset=0 ends on a step with sigma_t = 0: it is sampled, never trained on."""
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                              clip_sample=False, set_alpha_to_one=False, steps_offset=0)
+    scheduler = sd_scheduler(steps_offset=0)
     policy = tiny_policy(tiny_sd, steps=6, scheduler=scheduler, min_sigma=0.0)
     assert policy.sigmas[-1] == 0 and policy.num_steps - 1 not in policy.trainable_steps.tolist()
     trainer = tiny_trainer(tiny_sd, tmp_path, policy=policy, timestep_fraction=1.0).train()

@@ -7,11 +7,11 @@
 """
 
 import torch
-from diffusers import DDIMScheduler
 
 from minirl.exercises import check
 from minirl.mdp import gaussian_log_prob, step_sigmas
 from minirl.sd import sd_scheduler
+from minirl.tinyworld import ddim_scheduler
 
 
 def _log_prob_cases():
@@ -35,7 +35,7 @@ def check_gaussian_log_prob(student_fn):
 
 def _schedulers():
     """(scheduler, eta): the tiny world's, Stable Diffusion's at eta 1 and 0.5, and one ending on sigma_t = 0."""
-    tiny = DDIMScheduler(beta_schedule="squaredcos_cap_v2", clip_sample=True, set_alpha_to_one=False, steps_offset=1)
+    tiny = ddim_scheduler()
     sd, sd_half = sd_scheduler(), sd_scheduler()
     ends_at_zero = sd_scheduler(set_alpha_to_one=True, steps_offset=0)
     for scheduler, steps in ((tiny, 10), (sd, 20), (sd_half, 50), (ends_at_zero, 10)):
