@@ -77,7 +77,7 @@ def ddim_mean_and_sigma(scheduler, model_output, timestep, sample, eta=1.0):
     alpha_bar_t = alphas_cumprod[t]
     alpha_bar_prev = torch.where(prev_t >= 0, alphas_cumprod[prev_t.clamp(min=0)],
                                  torch.as_tensor(scheduler.final_alpha_cumprod, dtype=torch.float32))
-    x0_hat, eps_hat = _predict_x0_eps(scheduler, model_output, sample, alpha_bar_t)
+    x0_hat, eps_hat = predict_x0_eps(scheduler, model_output, sample, alpha_bar_t)
     variance = (1 - alpha_bar_prev) / (1 - alpha_bar_t) * (1 - alpha_bar_t / alpha_bar_prev)
     sigma_t = eta * variance.sqrt()                                     # (B,)
     a_prev, s = _per_sample(alpha_bar_prev, sample), _per_sample(sigma_t, sample)
@@ -101,7 +101,7 @@ def ddpm_mean_and_sigma(scheduler, model_output, timestep, sample):
     alpha_bar_t = alphas_cumprod[t]
     alpha_bar_prev = torch.where(prev_t >= 0, alphas_cumprod[prev_t.clamp(min=0)], torch.ones(()))
     beta_t = 1 - alpha_bar_t / alpha_bar_prev
-    x0_hat, _ = _predict_x0_eps(scheduler, model_output, sample, alpha_bar_t)
+    x0_hat, _ = predict_x0_eps(scheduler, model_output, sample, alpha_bar_t)
     a_t, a_prev, b_t = (_per_sample(v, sample) for v in (alpha_bar_t, alpha_bar_prev, beta_t))
     mean = (a_prev.sqrt() * b_t * x0_hat + (1 - b_t).sqrt() * (1 - a_prev) * sample.float()) / (1 - a_t)
     if scheduler.config.variance_type == "fixed_large":
@@ -156,7 +156,7 @@ def _unsupported(scheduler):
                      f"eta > 0) or DDPMScheduler, e.g. DDIMScheduler.from_config(pipe.scheduler.config)")
 
 
-def _predict_x0_eps(scheduler, model_output, sample, alpha_bar_t):
+def predict_x0_eps(scheduler, model_output, sample, alpha_bar_t):
     """x0_hat and eps_hat from the model output, by the scheduler's prediction_type; x0_hat clipped as it does."""
     config = scheduler.config
     if config.get("thresholding", False):

@@ -134,10 +134,12 @@ class DiffusionPolicy:
             return x
         return self.vae.encode(x.to(self.vae.dtype)).latent_dist.sample() * self.vae.config.scaling_factor
 
-    def denoising_prediction(self, x0, prompt_embeds, generator=None):
-        """For L_pre (paper Eq. 9): noise x0 at random t, return (model prediction, its target)."""
+    def denoising_prediction(self, x0, prompt_embeds, generator=None, timesteps=None):
+        """For L_pre (paper Eq. 9): noise x0 at t (timesteps (B,), default uniform), return (model prediction,
+        its target)."""
         n = self.scheduler.config.num_train_timesteps
-        t = torch.randint(0, n, (len(x0),), generator=generator).to(x0.device)
+        t = torch.randint(0, n, (len(x0),), generator=generator) if timesteps is None else timesteps
+        t = t.to(x0.device)
         noise = randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         x_t = self.scheduler.add_noise(x0, noise, t)
         target = {"epsilon": lambda: noise, "sample": lambda: x0,

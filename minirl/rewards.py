@@ -58,6 +58,12 @@ def jpeg_incompressibility(images, prompts, metadata):
     return jpeg_size_kb(images), {}
 
 
+def blueness(images, prompts, metadata):
+    """Blue minus red, averaged over each image's pixels, in [-1, 1] (the tiny world's first reward: notebooks
+    3 and 4 turn its red shapes blue)."""
+    return (images[:, 2] - images[:, 0]).mean((1, 2)), {}
+
+
 def statistical_parity(labels, num_classes):
     """SP = sum_a (mean_x [h(x) = a] - 1/|A|)^2 over a minibatch's predicted attribute labels (paper Eq. 12):
     0 when every class is equally frequent, 1 - 1/|A| when all samples share one class."""

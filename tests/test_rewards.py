@@ -1,7 +1,16 @@
 import pytest
 import torch
 
-from minirl.rewards import get_reward, jpeg_compressibility, jpeg_incompressibility, jpeg_size_kb, validate
+from minirl.rewards import blueness, get_reward, jpeg_compressibility, jpeg_incompressibility, jpeg_size_kb, validate
+
+
+def test_blueness_hand_values():
+    from minirl.scenes import BACKGROUND, COLOURS
+    images = torch.stack([torch.tensor(c).view(3, 1, 1).expand(3, 4, 4) for c in (BACKGROUND, COLOURS["red"],
+                                                                                  COLOURS["blue"])])
+    images[0, :, :2] = torch.tensor(COLOURS["blue"]).view(3, 1, 1)  # half blue, half grey
+    rewards, info = blueness(images, None, None)
+    assert torch.allclose(rewards, torch.tensor([0.4, -0.8, 0.8])) and info == {}
 
 
 def test_jpeg_rewards_rank_flat_above_noise():
