@@ -20,6 +20,7 @@ from diffusers import DDIMScheduler, DDPMScheduler
 from diffusers.utils.torch_utils import randn_tensor
 
 SUPPORTED = (DDIMScheduler, DDPMScheduler)
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")  # what a UNet may predict (predict_x0_eps)
 
 
 def gaussian_log_prob(x, mean, sigma, reduce="mean"):
@@ -171,8 +172,7 @@ def predict_x0_eps(scheduler, model_output, sample, alpha_bar_t):
     elif config.prediction_type == "v_prediction":
         x0_hat, eps_hat = a.sqrt() * x - b.sqrt() * out, a.sqrt() * out + b.sqrt() * x
     else:
-        raise ValueError(f"prediction_type {config.prediction_type!r} is not supported; "
-                         f"use 'epsilon', 'sample' or 'v_prediction'")
+        raise ValueError(f"prediction_type {config.prediction_type!r} is not supported; use one of {PREDICTION_TYPES}")
     if config.clip_sample:
         x0_hat = x0_hat.clamp(-config.clip_sample_range, config.clip_sample_range)
     return x0_hat, eps_hat

@@ -27,11 +27,11 @@ from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
 
 from minirl import checkpoint, scenes
 from minirl.losses import denoising_loss
+from minirl.mdp import PREDICTION_TYPES
 from minirl.policy import DiffusionPolicy
 from minirl.tasks import seed_for
 
 SPECIAL = ["[PAD]", "[BOS]", "[EOS]", "[UNK]"]
-PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 MAX_TOKENS = 12  # "[BOS] a green triangle left of a yellow circle [EOS]" is 10
 
 
@@ -113,19 +113,18 @@ class PretrainConfig:
     save_every: int = 200
 
 
-def timesteps(n, num_train_timesteps, high_noise, generator=None):
-    """n training timesteps: the first round(high_noise * n) uniform over the noisiest fifth, the rest uniform."""
+def timesteps(n, num_train_timesteps, k, generator=None):
+    """n training timesteps: the first k uniform over the noisiest fifth, the rest uniform."""
     t = torch.randint(0, num_train_timesteps, (n,), generator=generator)
-    k = round(high_noise * n)
     if k:  # no draw at all for k = 0: the generator's stream stays that of uniform timesteps
         t[:k] = torch.randint(num_train_timesteps * 4 // 5, num_train_timesteps, (k,), generator=generator)
     return t
 
 
-def pretrain_batch(rng, cfg):
-    """Rendered scenes (images, captions) for one step; with cfg.high_noise_kind, the first scenes, those that
+def pretrain_batch(rng, cfg, k):
+    """Rendered scenes (images, captions) for one step; with cfg.high_noise_kind, the first k, those that
     `timesteps` noises most, are of that kind."""
-    k = round(cfg.high_noise * cfg.batch_size) if cfg.high_noise_kind else 0
+    k = k if cfg.high_noise_kind else 0
     parts = [scenes.batch(rng, n, size=cfg.size, kind=kind, bias=cfg.bias)
              for n, kind in ((k, cfg.high_noise_kind), (cfg.batch_size - k, None)) if n]
     return torch.cat([images for images, _, _ in parts]), [c for _, captions, _ in parts for c in captions]
@@ -160,14 +159,15 @@ def pretrain(cfg, resume=False, log=print):
         (out / "loss.jsonl").write_text("".join(f"{line}\n" for line in lines if json.loads(line)["step"] <= step))
         log(f"resumed at step {step}")
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    high = round(cfg.high_noise * cfg.batch_size)  # the first `high` scenes of each batch, at the noisiest t
     start = time.perf_counter()
     while step < cfg.steps:
         rng = random.Random(seed_for(cfg.seed, step))
-        images, captions = pretrain_batch(rng, cfg)
+        images, captions = pretrain_batch(rng, cfg, high)
         captions = ["" if rng.random() < cfg.caption_dropout else c for c in captions]
         generator = torch.Generator().manual_seed(seed_for(cfg.seed, step, "noise"))
         embeds = text_encoder(tokenizer(captions, padding="max_length", return_tensors="pt").input_ids)[0]
-        t = timesteps(cfg.batch_size, scheduler.config.num_train_timesteps, cfg.high_noise, generator)
+        t = timesteps(cfg.batch_size, scheduler.config.num_train_timesteps, high, generator)
         pred, target = policy.denoising_prediction(images * 2 - 1, embeds, generator, t)
         loss, _ = denoising_loss(pred, target)
         if not torch.isfinite(loss):

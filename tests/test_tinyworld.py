@@ -27,22 +27,22 @@ def test_model_is_small_and_uses_a_supported_schedule():
 
 
 def test_pretraining_timesteps_put_the_high_noise_share_in_the_noisiest_fifth():
-    t = tinyworld.timesteps(64, 1000, 0.5, torch.Generator().manual_seed(0))
+    t = tinyworld.timesteps(64, 1000, 32, torch.Generator().manual_seed(0))
     assert t.shape == (64,) and t.min() >= 0 and t.max() < 1000
     assert (t[:32] >= 800).all() and (t[32:] < 800).any()
-    assert torch.equal(tinyworld.timesteps(8, 1000, 0.0, torch.Generator().manual_seed(1)),
+    assert torch.equal(tinyworld.timesteps(8, 1000, 0, torch.Generator().manual_seed(1)),
                        torch.randint(0, 1000, (8,), generator=torch.Generator().manual_seed(1)))
-    assert (tinyworld.timesteps(8, 1000, 1.0) >= 800).all()
+    assert (tinyworld.timesteps(8, 1000, 8) >= 800).all()
 
 
 def test_pretraining_batch_draws_the_high_noise_share_from_its_kind():
     import random
     cfg = tinyworld.PretrainConfig(batch_size=8, high_noise=0.5, high_noise_kind="relation")
-    images, captions = tinyworld.pretrain_batch(random.Random(0), cfg)
+    images, captions = tinyworld.pretrain_batch(random.Random(0), cfg, 4)
     assert images.shape == (8, 3, 16, 16) and len(captions) == 8
     assert all(scenes.parse(c)["kind"] == "relation" for c in captions[:4])
     plain = tinyworld.PretrainConfig(batch_size=8, high_noise=0.5)  # any kind: the recipe's ordinary batch
-    images, captions = tinyworld.pretrain_batch(random.Random(0), plain)
+    images, captions = tinyworld.pretrain_batch(random.Random(0), plain, 4)
     expected, expected_captions, _ = scenes.batch(random.Random(0), 8)
     assert torch.equal(images, expected) and captions == expected_captions
 
