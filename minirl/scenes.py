@@ -111,6 +111,15 @@ def parse(caption):
     return labels
 
 
+def swapped(caption):
+    """The relation caption with its two objects named in the other order: "a red circle left of a blue square"
+    -> "a blue square left of a red circle" (false of the same scene, unless the relation is "next to")."""
+    labels = parse(caption)
+    if labels["kind"] != "relation":
+        raise ValueError(f"only a relation caption names two objects to swap; got {caption!r}")
+    return describe({**labels, "colours": labels["colours"][::-1], "shapes": labels["shapes"][::-1]})
+
+
 def is_heldout(labels):
     """True for a relation caption that names a held-out (colour, shape) pair; singles and counts all train."""
     return labels["kind"] == "relation" and any(p in HELD_OUT for p in zip(labels["colours"], labels["shapes"]))

@@ -108,6 +108,7 @@ class PretrainConfig:
     prediction_type: str = "epsilon"  # what the UNet predicts (SD 1.x); or "v_prediction" (SD 2), "sample"
     high_noise: float = 0.0       # share of each batch noised at the noisiest fifth of the timesteps
     high_noise_kind: str = ""     # draw that share's scenes from one kind of caption ("relation"); "": any kind
+    flip: float = 0.0             # probability of mirroring a scene left-right (SD's --random_flip augmentation)
     size: int = 16
     seed: int = 0
     save_every: int = 200
@@ -123,11 +124,16 @@ def timesteps(n, num_train_timesteps, k, generator=None):
 
 def pretrain_batch(rng, cfg, k):
     """Rendered scenes (images, captions) for one step; with cfg.high_noise_kind, the first k, those that
-    `timesteps` noises most, are of that kind."""
+    `timesteps` noises most, are of that kind. With cfg.flip, scenes are mirrored at random: their captions
+    stay, so a mirrored "A left of B" shows A right of B (only "left of" and "right of" change truth)."""
     k = k if cfg.high_noise_kind else 0
     parts = [scenes.batch(rng, n, size=cfg.size, kind=kind, bias=cfg.bias)
              for n, kind in ((k, cfg.high_noise_kind), (cfg.batch_size - k, None)) if n]
-    return torch.cat([images for images, _, _ in parts]), [c for _, captions, _ in parts for c in captions]
+    images = torch.cat([images for images, _, _ in parts])
+    if cfg.flip:  # no draw without flips: the stream stays that of the plain recipe
+        mirror = torch.tensor([rng.random() < cfg.flip for _ in range(len(images))])
+        images = torch.where(mirror.view(-1, 1, 1, 1), images.flip(-1), images)
+    return images, [c for _, captions, _ in parts for c in captions]
 
 
 def pretrain(cfg, resume=False, log=print):
@@ -137,6 +143,8 @@ def pretrain(cfg, resume=False, log=print):
         raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}; got {cfg.prediction_type!r}")
     if not 0 <= cfg.high_noise <= 1:
         raise ValueError(f"high_noise is a share of the batch and must be in [0, 1]; got {cfg.high_noise}")
+    if not 0 <= cfg.flip <= 1:
+        raise ValueError(f"flip is a probability and must be in [0, 1]; got {cfg.flip}")
     if cfg.high_noise_kind not in ("", *scenes.KINDS):
         raise ValueError(f"high_noise_kind must be '' (any) or one of {scenes.KINDS}; got {cfg.high_noise_kind!r}")
     out = Path(cfg.out)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from minirl.scenes import (BACKGROUND, COLOURS, HELD_OUT, KINDS, RELATIONS, SHAPES, Scene, batch, parse,
-                           prompt_sampler, prompts, random_scene, render, sample_scene, scene_for)
+                           prompt_sampler, prompts, random_scene, render, sample_scene, scene_for, swapped)
 from minirl.tasks import Task
 
 BG = torch.tensor(BACKGROUND).view(3, 1, 1)
@@ -36,6 +36,13 @@ def test_parse_by_hand():
                 "a red circle left of", "a red circle beside a blue square", "A red circle"]:
         with pytest.raises(ValueError, match="not a tiny-world caption"):
             parse(bad)
+
+
+def test_swapped_names_the_two_objects_in_the_other_order():
+    assert swapped("a green triangle left of a yellow circle") == "a yellow circle left of a green triangle"
+    assert swapped(swapped("a red square above a blue square")) == "a red square above a blue square"
+    with pytest.raises(ValueError, match="only a relation caption"):
+        swapped("two red circles")
 
 
 @pytest.mark.parametrize("kind", KINDS)

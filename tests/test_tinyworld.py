@@ -47,8 +47,21 @@ def test_pretraining_batch_draws_the_high_noise_share_from_its_kind():
     assert torch.equal(images, expected) and captions == expected_captions
 
 
+def test_pretraining_batch_mirrors_scenes_but_keeps_their_captions():
+    import random
+    plain, plain_captions = tinyworld.pretrain_batch(random.Random(0), tinyworld.PretrainConfig(batch_size=64), 0)
+    for flip in (0.0, 0.5, 1.0):
+        cfg = tinyworld.PretrainConfig(batch_size=64, flip=flip)
+        images, captions = tinyworld.pretrain_batch(random.Random(0), cfg, 0)
+        assert captions == plain_captions
+        mirrored = torch.tensor([torch.equal(a, b.flip(-1)) and not torch.equal(a, b) for a, b in zip(images, plain)])
+        assert all(torch.equal(a, b) for a, b, m in zip(images, plain, mirrored) if not m)
+        assert mirrored.float().mean() == flip if flip in (0.0, 1.0) else 0.3 < mirrored.float().mean() < 0.7
+
+
 @pytest.mark.parametrize("bad, match", [({"high_noise": 1.5}, "high_noise is a share"),
                                         ({"prediction_type": "eps"}, "prediction_type must be one of"),
+                                        ({"flip": 2.0}, "flip is a probability"),
                                         ({"high_noise_kind": "relations"}, "high_noise_kind must be")])
 def test_pretraining_rejects_bad_settings_before_any_work(tmp_path, bad, match):
     with pytest.raises(ValueError, match=match):

@@ -30,21 +30,18 @@ from minirl import demo, judges, scenes, tinyworld
 from minirl.mdp import predict_x0_eps
 
 
-def relation_rates(policy, detector, captions_per_relation=8, seeds=16):
+def relation_rates(policy, detector, split="train", captions_per_relation=8, seeds=16):
     rng = random.Random(0)
     reward = judges.CompositionReward(detector)
     rates = {}
     for relation in scenes.RELATIONS:
-        captions = rng.sample([c for c in scenes.prompts("relation") if f" {relation} " in c], captions_per_relation)
+        captions = rng.sample([c for c in scenes.prompts("relation", split) if f" {relation} " in c],
+                              captions_per_relation)
         pairs = [(c, s) for c in captions for s in range(seeds)]
         _, info = reward(demo.generate(policy, pairs), [c for c, _ in pairs], [{}] * len(pairs))
         rates[relation] = {"objects": round(info["objects"], 3),
                            "relation_given_objects": round(info["success"] / info["objects"], 3)}
     return rates
-
-
-def swapped(labels):
-    return scenes.describe({**labels, "colours": labels["colours"][::-1], "shapes": labels["shapes"][::-1]})
 
 
 @torch.no_grad()
@@ -60,7 +57,8 @@ def order_use(policy, t=980, n=256):
     timesteps = torch.full((n,), t)
     x_t = policy.scheduler.add_noise(x0, torch.randn(x0.shape, generator=torch.Generator().manual_seed(0)), timesteps)
     errors = {}
-    for name, captions in (("caption", [s.caption for s in found]), ("swapped", [swapped(s.labels) for s in found])):
+    given = [s.caption for s in found]
+    for name, captions in (("caption", given), ("swapped", [scenes.swapped(c) for c in given])):
         out = policy.unet(x_t, timesteps, encoder_hidden_states=policy.encode_prompts(captions)).sample
         x0_hat, _ = predict_x0_eps(policy.scheduler, out, x_t, policy.scheduler.alphas_cumprod[timesteps])
         errors[name] = round(((x0_hat - x0) ** 2).mean().item(), 4)
