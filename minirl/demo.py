@@ -72,12 +72,13 @@ def make_tasks(names, detector, preference):
     return [tasks[name] for name in names]
 
 
-def pretrain_data(bias=0.8, size=16):
-    """The L_pre batch: rendered scenes of the pretraining recipe (its colour bias included)."""
+def pretrain_data(recipe=None):
+    """The L_pre batch: recipe.batch_size rendered scenes of the pretraining recipe (a `tinyworld.PretrainConfig`;
+    default the committed model's, 32 scenes), its colour bias and flips included."""
+    recipe = recipe or tinyworld.PretrainConfig(batch_size=32)
+
     def draw(generator):
-        rng = random.Random(int(torch.randint(2**62, (1,), generator=generator)))
-        images, captions, _ = scenes.batch(rng, 32, size=size, bias=bias)
-        return images, captions
+        return tinyworld.pretrain_batch(random.Random(int(torch.randint(2**62, (1,), generator=generator))), recipe, 0)
     return draw
 
 

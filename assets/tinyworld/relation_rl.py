@@ -13,10 +13,7 @@ the samples an iteration. Prints the success per relation word on training and o
 """
 
 import argparse
-import random
 from dataclasses import replace
-
-import torch
 
 from diagnose import relation_rates
 from minirl import demo, judges, tinyworld
@@ -42,18 +39,14 @@ def main():
     detector, preference = judges.load(demo.ASSETS / "judges")
     policy = tinyworld.load_policy(args.model, num_steps=10, guidance_scale=3.0)
     report("base", policy, detector)
-    recipe = tinyworld.PretrainConfig(batch_size=32, flip=args.flip)
-
-    def pretrain_data(generator):
-        return tinyworld.pretrain_batch(random.Random(int(torch.randint(2**62, (1,), generator=generator))), recipe, 0)
-
     cfg = demo.DemoConfig(tasks=("composition",), epochs=args.epochs, lr=args.lr, out="runs/relation_rl")
     config = replace(demo.train_config(cfg), samples_per_epoch=args.samples)
     if args.first_steps:
         policy.trainable_steps = policy.trainable_steps[:args.first_steps]
         config = replace(config, timestep_fraction=1.0)
     policy.unet.requires_grad_(True)
-    Trainer(policy, demo.make_tasks(cfg.tasks, detector, preference), config, pretrain_data=pretrain_data).train()
+    Trainer(policy, demo.make_tasks(cfg.tasks, detector, preference), config,
+            pretrain_data=demo.pretrain_data(tinyworld.PretrainConfig(batch_size=32, flip=args.flip))).train()
     report(f"after {args.epochs} iterations", policy, detector)
 
 
