@@ -81,8 +81,16 @@ def save(folder, unet, text_encoder, tokenizer, scheduler):
     scheduler.save_pretrained(folder / "scheduler")
 
 
-def load_policy(folder, **policy_kwargs):
-    """The tiny world's model as a DiffusionPolicy (pixel space)."""
+TIMESTEP_SPACINGS = ("leading", "linspace", "trailing")
+
+
+def load_policy(folder, timestep_spacing=None, **policy_kwargs):
+    """The tiny world's model as a DiffusionPolicy (pixel space). timestep_spacing overrides the saved scheduler's
+    ("leading": 10 steps start at t = 901; "trailing": at t = 999, where the cosine schedule leaves no signal, so
+    the first step's noise, an action, picks the layout rather than x_T. Only for v prediction: epsilon
+    prediction's x_0 divides by sqrt(alpha_bar_999) = 5e-5 there)."""
+    if timestep_spacing not in (None, *TIMESTEP_SPACINGS):
+        raise ValueError(f"timestep_spacing must be None or one of {TIMESTEP_SPACINGS}; got {timestep_spacing!r}")
     folder = Path(folder)
     missing = [p for p in ("unet", "text_encoder", "tokenizer", "scheduler") if not (folder / p).is_dir()]
     if missing:
@@ -90,7 +98,8 @@ def load_policy(folder, **policy_kwargs):
     unet = UNet2DConditionModel.from_pretrained(folder / "unet")
     text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder").requires_grad_(False)
     tokenizer = PreTrainedTokenizerFast.from_pretrained(folder / "tokenizer")
-    scheduler = DDIMScheduler.from_pretrained(folder / "scheduler")
+    scheduler = DDIMScheduler.from_pretrained(folder / "scheduler",
+                                              **({"timestep_spacing": timestep_spacing} if timestep_spacing else {}))
     return DiffusionPolicy(unet, scheduler, text_encoder, tokenizer, **policy_kwargs)
 
 

@@ -83,6 +83,11 @@ def test_pretraining_resumes_exactly_and_loads_as_a_policy(tmp_path):
     assert traj.latents.shape == (2, 5, 3, 16, 16) and torch.isfinite(traj.log_probs).all()
     with pytest.raises(FileNotFoundError, match="missing \\['unet'"):
         tinyworld.load_policy(tmp_path)
+    assert policy.scheduler.timesteps.tolist() == [751, 501, 251, 1]  # the saved "leading" spacing
+    trailing = tinyworld.load_policy(straight, "trailing", num_steps=4)
+    assert trailing.scheduler.timesteps.tolist() == [999, 749, 499, 249]  # starts where no signal is left
+    with pytest.raises(ValueError, match="timestep_spacing must be None or one of .*'last'"):
+        tinyworld.load_policy(straight, "last")
 
 
 def test_committed_base_model_loads_and_matches_its_card():
