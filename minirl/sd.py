@@ -20,6 +20,9 @@ from minirl.policy import DiffusionPolicy
 
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]  # the attention projections, as in DDPO
 PIPELINE_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+TINY_UNET = {"block_out_channels": (32, 64), "cross_attention_dim": 32, "in_channels": 4, "out_channels": 4,
+             "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
+             "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D")}  # diffusers' tiny test pipeline's UNet
 # Stable Diffusion 1.x/2.x's DDIM schedule; steps_offset=1 as in its own configs (with 0, DDIM's last step has
 # sigma_t = 0)
 SD_DDIM = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "clip_sample": False,
@@ -60,10 +63,7 @@ def make_tiny_sd(folder, seed=0, sample_size=32):
     about four times faster, for unit tests.
     """
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64), layers_per_block=2, sample_size=sample_size, in_channels=4, out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32)
+    unet = UNet2DConditionModel(**TINY_UNET, layers_per_block=2, sample_size=sample_size)
     scheduler = sd_scheduler()
     vae = AutoencoderKL(
         block_out_channels=[32, 64], in_channels=3, out_channels=3, latent_channels=4,

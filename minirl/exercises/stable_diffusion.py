@@ -20,12 +20,12 @@ def tiny_unet(cross_attention_dim=32, block_out_channels=(32, 64), layers_per_bl
     """A tiny random UNet2DConditionModel of the tiny SD pipeline's shape; empty: on the meta device (no memory)."""
     from accelerate import init_empty_weights
     from diffusers import UNet2DConditionModel
+
+    from minirl.sd import TINY_UNET
     with init_empty_weights() if empty else torch.device("cpu"):
-        return UNet2DConditionModel(
-            block_out_channels=block_out_channels, layers_per_block=layers_per_block, sample_size=8, in_channels=4,
-            out_channels=4, cross_attention_dim=cross_attention_dim,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"))
+        return UNet2DConditionModel(**{**TINY_UNET, "block_out_channels": block_out_channels,
+                                       "cross_attention_dim": cross_attention_dim},
+                                    layers_per_block=layers_per_block, sample_size=8)
 
 
 def lora_parameters(unet, rank):
