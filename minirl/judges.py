@@ -139,6 +139,17 @@ def caption_success(p_counts, centres, labels, with_relation=True):
     return caption_probability(hard, centres, labels, with_relation) > 0.5
 
 
+def verdicts(detector, images, prompts):
+    """The detector's judgement of each image against its caption, each (B,): the probability that it shows
+    exactly what the caption names, whether it does (`caption_success`), and whether it shows exactly the named
+    objects wherever they are (with_relation=False)."""
+    p, centres = detector.read(images)
+    labels = [scenes.parse(prompt) for prompt in prompts]
+    each = lambda verdict, **kw: torch.cat(  # noqa: E731
+        [verdict(p[i:i + 1], centres[i:i + 1], lab, **kw) for i, lab in enumerate(labels)])
+    return each(caption_probability), each(caption_success), each(caption_success, with_relation=False)
+
+
 class CompositionReward:
     """The paper's compositionality reward in miniature: the detector's probability that the image shows
     what the caption names. info: `success`, the share of images the detector judges fully right, and
@@ -149,12 +160,7 @@ class CompositionReward:
         self.detector = detector
 
     def __call__(self, images, prompts, metadata):
-        p, centres = self.detector.read(images)
-        labels = [scenes.parse(prompt) for prompt in prompts]
-        each = lambda verdict, **kw: torch.cat(  # noqa: E731
-            [verdict(p[i:i + 1], centres[i:i + 1], lab, **kw) for i, lab in enumerate(labels)])
-        reward, success, objects = each(caption_probability), each(caption_success), \
-            each(caption_success, with_relation=False)
+        reward, success, objects = verdicts(self.detector, images, prompts)
         return reward, {"success": success.float().mean().item(), "objects": objects.float().mean().item()}
 
 

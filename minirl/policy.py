@@ -109,6 +109,16 @@ class DiffusionPolicy:
         return Trajectory(torch.stack(latents, 1), torch.stack(log_probs, 1), self.scheduler.timesteps.clone(),
                           prompt_embeds, list(prompts))
 
+    @torch.no_grad()
+    def finish(self, x, k, prompt_embeds, generator=None):
+        """Run chains on from their states x before DDIM step k (k = 0: x is x_T) to the end; returns the final
+        latents. With fresh noise, shows which steps decide an outcome (assets/tinyworld/decided.py)."""
+        if not 0 <= k <= self.num_steps:
+            raise ValueError(f"k must be a step index in [0, {self.num_steps}]; got {k}")
+        for t in self.scheduler.timesteps[k:]:
+            x, _ = self.step(x, t, prompt_embeds, generator=generator)
+        return x
+
     def transition(self, x_t, t, prompt_embeds):
         """The action distribution pi_theta(. | x_t, c) = N(mean, sigma_t^2): (mean (B, C, H, W), sigma (B,))."""
         return mean_and_sigma(self.scheduler, self.predict_noise(x_t, t, prompt_embeds), t, x_t, self.eta)

@@ -84,6 +84,14 @@ def test_pretraining_resumes_exactly_and_loads_as_a_policy(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing \\['unet'"):
         tinyworld.load_policy(tmp_path)
     assert policy.scheduler.timesteps.tolist() == [751, 501, 251, 1]  # the saved "leading" spacing
+    seeds = lambda: [torch.Generator().manual_seed(s) for s in (0, 1)]  # noqa: E731
+    chains = policy.rollout(["a red circle", "two blue squares"], seeds())
+    generators = seeds()
+    x_T = torch.stack([torch.randn(3, 16, 16, generator=g) for g in generators])  # the draw rollout makes first
+    assert torch.equal(policy.finish(x_T, 0, chains.prompt_embeds, generators), chains.latents[:, -1])
+    assert torch.equal(policy.finish(chains.latents[:, 4], 4, chains.prompt_embeds), chains.latents[:, -1])
+    with pytest.raises(ValueError, match=r"k must be a step index in \[0, 4\]; got 5"):
+        policy.finish(x_T, 5, chains.prompt_embeds)
     trailing = tinyworld.load_policy(straight, "trailing", num_steps=4)
     assert trailing.scheduler.timesteps.tolist() == [999, 749, 499, 249]  # starts where no signal is left
     with pytest.raises(ValueError, match="timestep_spacing must be None or one of .*'last'"):

@@ -22,27 +22,11 @@ import torch
 from minirl import demo, judges, scenes, tinyworld
 
 
-@torch.no_grad()
-def restarted(policy, traj, k, seed):
-    """Finish every chain of traj from its state before DDIM step k with fresh noise; returns images."""
-    x, generator = traj.latents[:, k], torch.Generator().manual_seed(seed)
-    for t in policy.scheduler.timesteps[k:]:
-        x, _ = policy.step(x, t, traj.prompt_embeds, generator=generator)
-    return policy.decode(x)
-
-
 def relation_judge(detector, prompts):
     """images -> (outcome: the relation holds, right: the same, valid: the named objects are drawn), each (B,)."""
-    labels = [scenes.parse(p) for p in prompts]
-
     def judge(images):
-        p, centres = detector.read(images)
-        valid = torch.cat([judges.caption_success(p[i:i + 1], centres[i:i + 1], lab, with_relation=False)
-                           for i, lab in enumerate(labels)])
-        holds = torch.cat([judges.relation_probability(lab["relation"], *(
-            centres[i:i + 1, judges.CLASSES.index(cls)] for cls in zip(lab["colours"], lab["shapes"]))) > 0.5
-            for i, lab in enumerate(labels)])
-        return holds, holds, valid
+        _, success, objects = judges.verdicts(detector, images, prompts)
+        return success, success, objects  # with the named objects drawn, success is the relation holding
     return judge
 
 
@@ -62,7 +46,9 @@ def report(name, policy, prompts, judge, steps=4, restarts=3):
     for k in range(steps):
         kept = counted = turned = wrong = 0
         for r in range(restarts):
-            outcome_k, right_k, valid_k = judge(restarted(policy, traj, k, 77 + 100 * r + k))
+            fresh = torch.Generator().manual_seed(77 + 100 * r + k)
+            outcome_k, right_k, valid_k = judge(policy.decode(policy.finish(traj.latents[:, k], k, traj.prompt_embeds,
+                                                                            fresh)))
             both = valid & valid_k
             kept += ((outcome_k == outcome) & both).sum().item()
             counted += both.sum().item()
