@@ -297,7 +297,7 @@ class Trainer:
 
     def summary(self):
         cfg, p, acc = self.cfg, self.policy, self.acc
-        T, left_out = p.num_steps, p.num_steps - len(p.trainable_steps)
+        T, left_out = p.num_steps, int(((p.sigmas < p.min_sigma) | (p.sigmas <= 0)).sum())
         per_update = cfg.train_batch_size * self.n_train
         micro = cfg.train_micro_batch or cfg.train_batch_size
         updates = cfg.inner_epochs * self.local_samples // cfg.train_batch_size
@@ -309,7 +309,7 @@ class Trainer:
             f"(eta {p.eta}, guidance {p.guidance_scale}): {T * self.local_samples // cfg.sample_batch_size} "
             f"UNet passes at batch {cfg_x * cfg.sample_batch_size} per process",
             f"training: {self.n_train} of {len(p.trainable_steps)} trainable timesteps a chain "
-            f"({left_out} with sigma_t < min_sigma={p.min_sigma} left out), {updates} optimizer steps a task "
+            f"({left_out} left out: sigma_t below min_sigma={p.min_sigma} or zero), {updates} optimizer steps a task "
             f"and epoch ({cfg.inner_epochs} inner epoch(s) x {self.local_samples // cfg.train_batch_size} batches "
             f"of {cfg.train_batch_size}), each over {per_update} transitions in "
             f"{math.ceil(per_update / micro)} UNet passes at batch {cfg_x * micro}",

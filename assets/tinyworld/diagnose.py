@@ -6,9 +6,9 @@ MODEL is a model folder (default: the committed base model, assets/tinyworld/mod
 beside it, as diagnosis.json in MODEL's parent folder.
 
 Relations: for every relation word, on training relation captions (demo settings: 10 DDIM steps, eta 1,
-guidance 3): how often the detector finds exactly the named objects, and how often the relation holds when it
+guidance 3): how often the detector finds exactly the named objects, how often the relation holds when it
 does (chance is about a half for left of / right of / above / below, whose order the model must get right,
-and near 1 for the symmetric "next to"). Then whether the model uses order where layouts are decided: its
+and near 1 for the symmetric "next to"), and both (success). Then whether the model uses order where layouts are decided: its
 x_0 error at t = 980 on renders of relation captions, given each caption and given it with the two objects
 swapped (the same error: order is ignored); and the text encoder's vector of each word in "a green triangle
 left of a yellow circle" and in "a yellow circle left of a green triangle" (cosine near 1: the UNet's
@@ -39,7 +39,7 @@ def relation_rates(policy, detector, split="train", captions_per_relation=8, see
                               captions_per_relation)
         pairs = [(c, s) for c in captions for s in range(seeds)]
         _, info = reward(demo.generate(policy, pairs), [c for c, _ in pairs], [{}] * len(pairs))
-        rates[relation] = {"objects": round(info["objects"], 3),
+        rates[relation] = {"objects": round(info["objects"], 3), "success": round(info["success"], 3),
                            "relation_given_objects": round(info["success"] / info["objects"], 3)}
     return rates
 

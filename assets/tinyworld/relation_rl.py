@@ -23,7 +23,7 @@ from minirl.trainer import Trainer
 def report(stage, policy, detector):
     for split in ("train", "heldout"):
         rates = relation_rates(policy, detector, split)
-        success = {r: round(v["objects"] * v["relation_given_objects"], 3) for r, v in rates.items()}
+        success = {r: v["success"] for r, v in rates.items()}
         print(f"{stage}, {split}: success {success}, mean {sum(success.values()) / len(success):.3f}", flush=True)
 
 
