@@ -8,10 +8,10 @@ beside it, as diagnosis.json in MODEL's parent folder.
 Relations: for every relation word, on training relation captions (demo settings: 10 DDIM steps, eta 1,
 guidance 3): how often the detector finds exactly the named objects, how often the relation holds when it
 does (chance is about a half for left of / right of / above / below, whose order the model must get right,
-and near 1 for the symmetric "next to"), and both (success). Then whether the model uses order where layouts are decided: its
-x_0 error at t = 980 on renders of relation captions, given each caption and given it with the two objects
-swapped (the same error: order is ignored); and the text encoder's vector of each word in "a green triangle
-left of a yellow circle" and in "a yellow circle left of a green triangle" (cosine near 1: the UNet's
+and near 1 for the symmetric "next to"), and both (success). Then whether the model uses order where layouts
+are decided: its x_0 error at t = 980 on renders of relation captions, given each caption and given it with the
+two objects swapped (the same error: order is ignored); and the text encoder's vector of each word in "a green
+triangle left of a yellow circle" and in "a yellow circle left of a green triangle" (cosine near 1: the UNet's
 cross-attention sees nearly the same bag of words).
 
 Preference by colour: the learned preference model's mean score of renders of one object in each colour. The
