@@ -2,7 +2,7 @@
 step adds (the actions); the starting noise x_T is the state, no action. If x_T already fixes what the reward
 judges, RL has nothing to credit it to.
 
-    .venv/bin/python assets/tinyworld/decided.py [MODEL] [--timestep-spacing trailing]  # 5 min on 2 CPU cores
+    .venv/bin/python assets/tinyworld/decided.py [MODEL] [--timestep-spacing trailing]  # 7 min on 2 CPU cores
 
 Each chain (demo settings: 10 DDIM steps, eta 1, guidance 3) is restarted from its state before DDIM step k,
 with fresh noise for step k on, three times; printed per k: how often the outcome stays the same, and how often
@@ -10,6 +10,7 @@ a chain that came out wrong comes out right after the restart. Were the outcome 
 that would be the model's success rate; were it fixed before step k, 0.
 - relation: "left of" / "right of" on training captions (8 x 16 seeds); the outcome is whether the relation
   holds, among chains where the detector finds the named objects.
+- objects: the same chains; the outcome is whether the detector finds exactly the named objects, wherever.
 - colour: "a circle", "a square", "a triangle" (64 seeds each); the outcome is the detector's colour, "wrong"
   is red (the data's bias).
 """
@@ -27,6 +28,14 @@ def relation_judge(detector, prompts):
     def judge(images):
         _, success, objects = judges.verdicts(detector, images, prompts)
         return success, success, objects  # with the named objects drawn, success is the relation holding
+    return judge
+
+
+def objects_judge(detector, prompts):
+    """images -> (outcome and right: the named objects are drawn, wherever they are; valid: all True)."""
+    def judge(images):
+        _, _, objects = judges.verdicts(detector, images, prompts)
+        return objects, objects, torch.ones(len(objects), dtype=torch.bool)
     return judge
 
 
@@ -70,6 +79,7 @@ def main():
                                         if scenes.parse(c)["relation"] in ("left of", "right of")], 8)
     relation_prompts = [c for c in captions for _ in range(16)]
     report("relation", policy, relation_prompts, relation_judge(detector, relation_prompts))
+    report("objects", policy, relation_prompts, objects_judge(detector, relation_prompts))
     report("colour", policy, [p for p in demo.COLOURLESS for _ in range(64)], colour_judge(detector))
 
 
