@@ -1,6 +1,7 @@
-"""What the demo's RL cannot fix, measured: the base model's relation order and a reward model's colour taste.
+"""What the demo's RL cannot fix, measured: the base model's relation order, its colour binding on held-out
+pairs, and a reward model's colour taste.
 
-    .venv/bin/python assets/tinyworld/diagnose.py [MODEL]  # under a minute on 2 CPU cores
+    .venv/bin/python assets/tinyworld/diagnose.py [MODEL]  # about a minute on 2 CPU cores
 
 MODEL is a model folder (default: the committed base model, assets/tinyworld/model); the result is written
 beside it, as diagnosis.json in MODEL's parent folder.
@@ -8,11 +9,13 @@ beside it, as diagnosis.json in MODEL's parent folder.
 Relations: for every relation word, on training relation captions (demo settings: 10 DDIM steps, eta 1,
 guidance 3): how often the detector finds exactly the named objects, how often the relation holds when it
 does (chance is about a half for left of / right of / above / below, whose order the model must get right,
-and near 1 for the symmetric "next to"), and both (success). Then whether the model uses order where layouts
-are decided: its x_0 error at t = 980 on renders of relation captions, given each caption and given it with the
-two objects swapped (the same error: order is ignored); and the text encoder's vector of each word in "a green
-triangle left of a yellow circle" and in "a yellow circle left of a green triangle" (cosine near 1: the UNet's
-cross-attention sees nearly the same bag of words).
+and near 1 for the symmetric "next to"), and both (success). Object errors: on training and on held-out
+relation captions whose objects differ in colour and shape, how often the two shapes come out in each other's
+colours (a held-out caption names a (colour, shape) pair that pretraining never showed beside another shape).
+Then whether the model uses order where layouts are decided: its x_0 error at t = 980 on renders of relation
+captions, given each caption and given it with the two objects swapped (the same error: order is ignored); and
+the text encoder's vector of each word in "a green triangle left of a yellow circle" and in "a yellow circle
+left of a green triangle" (cosine near 1: the UNet's cross-attention sees nearly the same bag of words).
 
 Preference by colour: the learned preference model's mean score of renders of one object in each colour. The
 simulated rater it imitates is colour-blind (its utility is the same for every colour), so a gap between
@@ -42,6 +45,26 @@ def relation_rates(policy, detector, split="train", captions_per_relation=8, see
         rates[relation] = {"objects": round(info["objects"], 3), "success": round(info["success"], 3),
                            "relation_given_objects": round(info["success"] / info["objects"], 3)}
     return rates
+
+
+@torch.no_grad()
+def object_errors(policy, detector, split, captions=40, seeds=8):
+    """What the detector finds instead of a relation's named objects, on `captions` relation captions of the
+    split whose two objects differ in colour and in shape: the share of images with exactly the named
+    objects, with the two shapes drawn in each other's colours (a failure of attribute binding), and anything
+    else (an object missing, a wrong colour, a third object)."""
+    rng = random.Random(0)
+    pool = [c for c in scenes.prompts("relation", split)
+            if all(len(set(v)) == 2 for v in (scenes.parse(c)["colours"], scenes.parse(c)["shapes"]))]
+    pairs = [(c, s) for c in rng.sample(pool, captions) for s in range(seeds)]
+    counts = detector.read(demo.generate(policy, pairs))[0].argmax(-1)  # (B, 12) most likely count of each class
+    found = {"objects": 0, "colours_swapped": 0, "other": 0}
+    for drawn, (caption, _) in zip(counts, pairs):
+        (ca, cb), (sa, sb) = scenes.parse(caption)["colours"], scenes.parse(caption)["shapes"]
+        as_drawn = lambda *classes: drawn.tolist() == [int(k in classes) for k in judges.CLASSES]  # noqa: E731
+        found["objects" if as_drawn((ca, sa), (cb, sb)) else
+              "colours_swapped" if as_drawn((cb, sa), (ca, sb)) else "other"] += 1
+    return {name: round(n / len(pairs), 3) for name, n in found.items()}
 
 
 @torch.no_grad()
@@ -93,6 +116,7 @@ def main(model=demo.ASSETS / "model"):
     policy = tinyworld.load_policy(model, num_steps=10, guidance_scale=3.0)
     detector, preference = judges.load(demo.ASSETS / "judges")
     result = {"relations": relation_rates(policy, detector),
+              "object_errors": {split: object_errors(policy, detector, split) for split in scenes.SPLITS},
               "order_use": order_use(policy),
               "word_position_similarity": word_position_similarity(policy),
               "preference_by_colour": preference_by_colour(preference)}
