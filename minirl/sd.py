@@ -23,10 +23,9 @@ PIPELINE_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 TINY_UNET = {"block_out_channels": (32, 64), "cross_attention_dim": 32, "in_channels": 4, "out_channels": 4,
              "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
              "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D")}  # diffusers' tiny test pipeline's UNet
-# Stable Diffusion 1.x/2.x's DDIM schedule; steps_offset=1 as in its own configs (with 0, DDIM's last step has
-# sigma_t = 0)
-SD_DDIM = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "clip_sample": False,
-           "set_alpha_to_one": False, "steps_offset": 1}
+SD_BETAS = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}  # SD 1.x/2.x's noise schedule
+# its DDIM settings; steps_offset=1 as in its own configs (with 0, DDIM's last step has sigma_t = 0)
+SD_DDIM = {**SD_BETAS, "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1}
 
 
 def sd_scheduler(**overrides):

@@ -7,7 +7,7 @@ from diffusers import DDIMScheduler, DDPMScheduler
 from torch.distributions import Normal
 
 from minirl.mdp import (ddim_step_with_logprob, ddpm_step_with_logprob, step_sigmas, step_with_logprob)
-from minirl.sd import sd_scheduler
+from minirl.sd import SD_BETAS, sd_scheduler
 
 
 def ddim(steps=20, **kw):
@@ -63,7 +63,7 @@ def test_low_precision_model_output_computed_in_fp32():
 
 
 def test_ddpm_step_matches_diffusers():
-    scheduler = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False)
+    scheduler = DDPMScheduler(**SD_BETAS, clip_sample=False)
     scheduler.set_timesteps(20)
     x_t, eps = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
     for t in scheduler.timesteps[[0, 10, -2]].tolist():

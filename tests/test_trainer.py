@@ -9,7 +9,7 @@ from diffusers import PNDMScheduler
 from helpers import PROMPTS, tiny_policy, tiny_trainer, trainable
 from minirl.rewards import jpeg_compressibility
 from minirl.runlog import read_metrics
-from minirl.sd import sd_scheduler
+from minirl.sd import SD_BETAS, sd_scheduler
 from minirl.tasks import Task
 from minirl.trainer import TrainConfig, Trainer
 
@@ -165,7 +165,7 @@ def test_run_folder_records_config_and_images(tiny_sd, tmp_path):
 
 def test_ddpm_policy_trains_and_leaves_out_its_deterministic_last_step(tiny_sd, tmp_path):
     from diffusers import DDPMScheduler
-    scheduler = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False)
+    scheduler = DDPMScheduler(**SD_BETAS, clip_sample=False)
     policy = tiny_policy(tiny_sd, steps=4, scheduler=scheduler, min_sigma=0.0)
     assert policy.sigmas[-1] == 0 and policy.trainable_steps.tolist() == [0, 1, 2]
     tiny_trainer(tiny_sd, tmp_path, policy=policy).train()
