@@ -2,7 +2,7 @@
 step adds (the actions); the starting noise x_T is the state, no action. If x_T already fixes what the reward
 judges, RL has nothing to credit it to.
 
-    .venv/bin/python assets/tinyworld/decided.py [MODEL] [--timestep-spacing trailing]  # under 3 min on 2 CPU cores
+    .venv/bin/python assets/tinyworld/decided.py [MODEL] [--timestep-spacing trailing]  # about 4 min on 2 CPU cores
 
 Each chain (demo settings: 10 DDIM steps, eta 1, guidance 3) is restarted from its state before DDIM step k,
 with fresh noise for step k on, three times; printed per k: how often the outcome stays the same, and how often
@@ -11,6 +11,8 @@ that would be the model's success rate; were it fixed before step k, 0.
 - relation: "left of" / "right of" on training captions (8 x 16 seeds); the outcome is whether the relation
   holds, among chains where the detector finds the named objects.
 - objects: the same chains; the outcome is whether the detector finds exactly the named objects, wherever.
+- objects, held out: held-out relation captions whose objects differ in colour and shape (8 x 16 seeds), which
+  the model mostly draws in each other's colours; the same outcome.
 - colour: "a circle", "a square", "a triangle" (64 seeds each); the outcome is the detector's colour, "wrong"
   is red (the data's bias).
 """
@@ -20,6 +22,7 @@ import random
 
 import torch
 
+from diagnose import distinct_objects
 from minirl import demo, judges, scenes, tinyworld
 
 
@@ -84,6 +87,8 @@ def main():
     relation_prompts = [c for c in captions for _ in range(16)]
     report(policy, relation_prompts, {"relation": relation_judge(detector, relation_prompts),
                                       "objects": objects_judge(detector, relation_prompts)})
+    heldout_prompts = [c for c in random.Random(0).sample(distinct_objects("heldout"), 8) for _ in range(16)]
+    report(policy, heldout_prompts, {"objects, held out": objects_judge(detector, heldout_prompts)})
     report(policy, [p for p in demo.COLOURLESS for _ in range(64)], {"colour": colour_judge(detector)})
 
 

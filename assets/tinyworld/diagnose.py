@@ -47,16 +47,19 @@ def relation_rates(policy, detector, split="train", captions_per_relation=8, see
     return rates
 
 
+def distinct_objects(split):
+    """The split's relation captions whose two objects differ in colour and in shape."""
+    return [c for c in scenes.prompts("relation", split)
+            if all(len(set(v)) == 2 for v in (scenes.parse(c)["colours"], scenes.parse(c)["shapes"]))]
+
+
 @torch.no_grad()
 def object_errors(policy, detector, split, captions=40, seeds=8):
     """What the detector finds instead of a relation's named objects, on `captions` relation captions of the
     split whose two objects differ in colour and in shape: the share of images with exactly the named
     objects, with the two shapes drawn in each other's colours (a failure of attribute binding), and anything
     else (an object missing, a wrong colour, a third object)."""
-    rng = random.Random(0)
-    pool = [c for c in scenes.prompts("relation", split)
-            if all(len(set(v)) == 2 for v in (scenes.parse(c)["colours"], scenes.parse(c)["shapes"]))]
-    pairs = [(c, s) for c in rng.sample(pool, captions) for s in range(seeds)]
+    pairs = [(c, s) for c in random.Random(0).sample(distinct_objects(split), captions) for s in range(seeds)]
     counts = detector.read(demo.generate(policy, pairs))[0].argmax(-1)  # (B, 12) most likely count of each class
     found = {"objects": 0, "colours_swapped": 0, "other": 0}
     for drawn, (caption, _) in zip(counts, pairs):
