@@ -63,7 +63,8 @@ def object_errors(policy, detector, split, captions=40, seeds=8):
     counts = detector.read(demo.generate(policy, pairs))[0].argmax(-1)  # (B, 12) most likely count of each class
     found = {"objects": 0, "colours_swapped": 0, "other": 0}
     for drawn, (caption, _) in zip(counts, pairs):
-        (ca, cb), (sa, sb) = scenes.parse(caption)["colours"], scenes.parse(caption)["shapes"]
+        labels = scenes.parse(caption)
+        (ca, cb), (sa, sb) = labels["colours"], labels["shapes"]
         as_drawn = lambda *classes: drawn.tolist() == [int(k in classes) for k in judges.CLASSES]  # noqa: E731
         found["objects" if as_drawn((ca, sa), (cb, sb)) else
               "colours_swapped" if as_drawn((cb, sa), (ca, sb)) else "other"] += 1
