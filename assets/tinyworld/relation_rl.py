@@ -13,9 +13,8 @@ the samples an iteration; --timestep-spacing overrides the model's (`tinyworld.l
 the held-out relation captions instead (what RL can do for a prompt it trains on); --reward objects credits
 the named objects wherever they are (the detector's hard verdict), not the relation; --reward coin is the
 control, 0 or 1 at random whatever the image (what the updates do with no signal); --pretrain-beta weighs
-the L_pre step (0: off). Prints the success per
-relation word and the mean share of images with the named objects, on training and on held-out relation
-captions (`diagnose.relation_rates`).
+the L_pre step (0: off). Prints the success per relation word and the mean share of images with the named
+objects, on training and on held-out relation captions (`diagnose.relation_rates`).
 """
 
 import argparse
