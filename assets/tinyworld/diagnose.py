@@ -60,15 +60,13 @@ def object_errors(policy, detector, split, captions=40, seeds=8):
     objects, with the two shapes drawn in each other's colours (a failure of attribute binding), and anything
     else (an object missing, a wrong colour, a third object)."""
     pairs = [(c, s) for c in random.Random(0).sample(distinct_objects(split), captions) for s in range(seeds)]
-    counts = detector.read(demo.generate(policy, pairs))[0].argmax(-1)  # (B, 12) most likely count of each class
-    found = {"objects": 0, "colours_swapped": 0, "other": 0}
-    for drawn, (caption, _) in zip(counts, pairs):
-        labels = scenes.parse(caption)
-        (ca, cb), (sa, sb) = labels["colours"], labels["shapes"]
-        as_drawn = lambda *classes: drawn.tolist() == [int(k in classes) for k in judges.CLASSES]  # noqa: E731
-        found["objects" if as_drawn((ca, sa), (cb, sb)) else
-              "colours_swapped" if as_drawn((cb, sa), (ca, sb)) else "other"] += 1
-    return {name: round(n / len(pairs), 3) for name, n in found.items()}
+    images, prompts = demo.generate(policy, pairs), [c for c, _ in pairs]
+    swapped = [scenes.describe({**labels, "colours": labels["colours"][::-1]})  # "a blue triangle ... a red circle"
+               for labels in map(scenes.parse, prompts)]
+    objects = judges.verdicts(detector, images, prompts)[2]
+    colours_swapped = judges.verdicts(detector, images, swapped)[2]  # never with objects: the two shapes differ
+    found = {"objects": objects, "colours_swapped": colours_swapped, "other": ~objects & ~colours_swapped}
+    return {name: round(share.float().mean().item(), 3) for name, share in found.items()}
 
 
 @torch.no_grad()
