@@ -74,11 +74,11 @@ def build(args):
     from accelerate.utils import set_seed
 
     from minirl import sd
-    from minirl.rewards import get_reward
+    from minirl.rewards import load as load_reward
     from minirl.tasks import Task
 
     prompts, names = read_prompts(args.prompts), [n.strip() for n in args.reward.split(",")]
-    tasks = [Task(name, prompts, get_reward(name), group_size=args.group_size) for name in names]
+    tasks = [Task(name, prompts, load_reward(name), group_size=args.group_size) for name in names]
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)})
     if args.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise ValueError("--mixed-precision fp16 is not supported on CPU (it overflows to NaN and many CPU "

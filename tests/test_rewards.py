@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from minirl.rewards import blueness, get_reward, jpeg_compressibility, jpeg_incompressibility, jpeg_size_kb, validate
+from minirl.rewards import blueness, load, jpeg_compressibility, jpeg_incompressibility, jpeg_size_kb, validate
 
 
 def test_blueness_hand_values():
@@ -38,8 +38,9 @@ def test_validate_names_bad_rewards(out, error, match):
 
 
 def test_unknown_reward_lists_the_valid_ones():
-    with pytest.raises(ValueError, match="unknown reward 'aesthetic'; available: \\['jpeg_compressibility'"):
-        get_reward("aesthetic")
+    with pytest.raises(ValueError, match="unknown reward 'aesthetics'; available: jpeg_compressibility, "
+                       "jpeg_incompressibility, imagereward, pickscore"):
+        load("aesthetics")
 
 
 def test_statistical_parity_hand_values():

@@ -1,0 +1,100 @@
+"""What every learned reward shares: where its files come from (a local folder or the hub), the device and
+dtype it runs in, and the nn.Module it is.
+
+A reward model's files are found the same way for a hub id and a local folder: `fetch` checks that a folder
+holds every file the model needs (naming the missing one), or downloads exactly those files of a hub
+repository (on a machine with internet) and returns the folder they landed in. The loaders then read only
+local files, with safetensors or `torch.load(weights_only=True)`, never with pickle.
+"""
+
+from pathlib import Path
+
+import torch
+
+DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+          "fp16": torch.float16, "float16": torch.float16}
+
+
+class RewardModel(torch.nn.Module):
+    """A learned reward: frozen weights, `reward(images, prompts, metadata) -> (rewards (B,) fp32, info)` with
+    images (B, 3, H, W) in [0, 1]. Its weights never train, but the rewards are differentiable with respect to
+    the images (direct reward backpropagation: DRaFT, AlignProp)."""
+
+    def freeze(self, device, dtype):
+        """Eval mode, no parameter gradients, on `device` in `dtype`; returns self."""
+        return self.requires_grad_(False).eval().to(device=device, dtype=dtype)
+
+    @property
+    def device(self):
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self):
+        return next(self.parameters()).dtype
+
+
+def fetch(path_or_id, files, name):
+    """The local folder holding `files` (each a name, or a tuple of alternative names): `path_or_id` itself
+    if it is a folder (checked), else the hub repository `path_or_id`, of which only those files are
+    downloaded."""
+    path = Path(path_or_id).expanduser()
+    if path.exists() or str(path_or_id).startswith((".", "/", "~")) or str(path_or_id).count("/") != 1:
+        if not path.is_dir():
+            raise FileNotFoundError(f"{name}: {str(path_or_id)!r} is neither a folder nor a hub id "
+                                    f"('owner/name'); a {name} folder holds {_describe(files)}")
+        missing = [f for f in files if not any((path / alt).is_file() for alt in _alternatives(f))]
+        if missing:
+            raise FileNotFoundError(f"{name} folder {str(path)!r} is missing {_describe(missing)}; a {name} folder "
+                                    f"holds {_describe(files)}, as its hub repository does (write a tiny one "
+                                    f"with `minirl make-tiny-rewards DIR`)")
+        return path
+    from huggingface_hub import snapshot_download
+    patterns = [alt for f in files for alt in _alternatives(f)]
+    try:
+        folder = Path(snapshot_download(repo_id=str(path_or_id), allow_patterns=patterns))
+    except Exception as e:  # offline, a wrong id, a gated repository: say which model and why
+        raise FileNotFoundError(f"{name}: could not fetch {_describe(files)} of the hub repository "
+                                f"{str(path_or_id)!r} ({type(e).__name__}: {e}); on a machine without the hub, "
+                                f"pass a local folder with those files") from e
+    return fetch(folder, files, name)
+
+
+def device_and_dtype(device=None, dtype=None):
+    """(torch.device, torch.dtype) for a reward model, checked: fp32 anywhere, bf16 where this machine runs it,
+    fp16 on GPUs only. Defaults: a GPU if there is one, fp32."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)} or a torch.dtype; got {dtype!r}")
+        dtype = DTYPES[dtype]
+    dtype = dtype or torch.float32
+    if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        raise ValueError(f"dtype must be torch.float32, torch.bfloat16 or torch.float16; got {dtype}")
+    if device.type == "cpu" and dtype == torch.float16:
+        raise ValueError("dtype float16 is not supported on CPU (many CPU kernels lack it, and it overflows); "
+                         "use float32 or bfloat16 on CPU")
+    if dtype == torch.bfloat16:
+        try:
+            x = torch.ones(1, 3, 4, 4, device=device, dtype=dtype)
+            torch.nn.functional.conv2d(x, torch.ones(2, 3, 2, 2, device=device, dtype=dtype)).sum().item()
+        except RuntimeError as e:
+            raise ValueError(f"dtype bfloat16 was requested on {device}, which cannot run it ({e}); use "
+                             f"float32") from e
+    return device, dtype
+
+
+def load_weights(file):
+    """A state dict from a .safetensors file, or from a .pt/.pth/.bin file with torch.load(weights_only=True)."""
+    file = Path(file)
+    if file.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        return load_file(file)
+    return torch.load(file, map_location="cpu", weights_only=True)
+
+
+def _alternatives(f):
+    return f if isinstance(f, tuple) else (f,)
+
+
+def _describe(files):
+    return ", ".join(" or ".join(_alternatives(f)) for f in files)
