@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from minirl import judges, scenes, tinyworld
+from minirl import judges, runlog, scenes, tinyworld
 from minirl.rewards import ParityReward, statistical_parity
 from minirl.tasks import Task, seed_for
 from minirl.trainer import TrainConfig, Trainer
@@ -200,7 +200,7 @@ def run(cfg, log=print, base=None):
     result = {"config": asdict(cfg), "base": base, "fine_tuned": tuned, "targets": met, "base_images": before}
     (out / "metrics.json").write_text(json.dumps({k: v for k, v in result.items() if k != "base_images"}, indent=1))
     write_samples(out, before, after, eval_prompts(cfg.eval_samples))
-    plot_curves(out)
+    runlog.plot_reward_curves(out)
     log(table(base, tuned))
     log("colours of 'a circle' etc., base -> RL: " + ", ".join(
         f"{c} {base[f'parity/parity_train/{c}_share']:.0%} -> {tuned[f'parity/parity_train/{c}_share']:.0%}"
@@ -233,26 +233,6 @@ def write_samples(out, before, after, sets):
     (out / "before_after.json").write_text(json.dumps({
         "rows": [f"{stage}: {name}" for stage in ("before", "after") for name in picks],
         "prompts": {name: [sets[name][i][0] for i in idx] for name, idx in picks.items()}}, indent=1))
-
-
-def plot_curves(out):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from minirl.runlog import read_metrics
-    metrics = read_metrics(out)
-    sp = lambda key: key.replace("reward_mean", "statistical_parity")  # noqa: E731
-    keys = [sp(k) if sp(k) in metrics[0] else k  # parity's reward is a credit: its curve is SP's
-            for k in metrics[0] if k.endswith("reward_mean")]
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.6), squeeze=False)
-    for ax, key in zip(axes[0], keys):
-        ax.plot([m["epoch"] for m in metrics], [m[key] for m in metrics], marker=".")
-        ax.set_title(key.replace("/", ": "), fontsize=9)
-        ax.set_xlabel("iteration")
-    axes[0][0].set_ylabel("mean over the batch")
-    fig.tight_layout()
-    fig.savefig(out / "reward_curves.png", dpi=100)
-    plt.close(fig)
 
 
 # --------------------------------------------------------------------------------------- alignment tax

@@ -4,6 +4,7 @@
     metrics.jsonl   one JSON line per epoch (also sent to Accelerate's trackers when the run has any)
     images/         a grid of each task's first sample batch of each epoch (1-based, like metrics), with
                     its prompts and rewards in a .json
+    reward_curves.png   each task's mean reward per epoch (`plot_reward_curves`)
 Only the main process writes.
 """
 
@@ -83,3 +84,25 @@ def read_metrics(run_folder):
     """The list of per-epoch metric dicts of a run folder."""
     with open(Path(run_folder) / "metrics.jsonl") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def plot_reward_curves(run_folder):
+    """Write run_folder/reward_curves.png: each task's mean reward per epoch (for a distribution reward, its
+    statistical parity, since the reward is a credit). Draws on its own Figure: the user's matplotlib backend
+    (inline plots in a notebook) is left as it is."""
+    from matplotlib.figure import Figure
+    out = Path(run_folder)
+    metrics = read_metrics(out)
+    sp = lambda key: key.replace("reward_mean", "statistical_parity")  # noqa: E731
+    keys = [sp(k) if sp(k) in metrics[0] else k for k in metrics[0] if k.endswith("reward_mean")]
+    fig = Figure(figsize=(3.6 * len(keys), 3.0))
+    for i, key in enumerate(keys):
+        ax = fig.add_subplot(1, len(keys), i + 1)
+        ax.plot([m["epoch"] for m in metrics], [m[key] for m in metrics], marker=".")
+        ax.set_title(key.replace("/", ": "), fontsize=10)
+        ax.set_xlabel("iteration")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.axes[0].set_ylabel("mean over the batch")
+    fig.tight_layout()
+    fig.savefig(out / "reward_curves.png", dpi=100)
+    return out / "reward_curves.png"

@@ -110,6 +110,11 @@ def load_pipeline(path_or_id, *, dtype=torch.float32, device="cpu"):
     return pipe.to(device)
 
 
+def resolution(pipe):
+    """The image size in pixels a pipeline generates by default (latent size x the VAE's downsampling)."""
+    return pipe.unet.config.sample_size * pipe.vae_scale_factor
+
+
 def add_lora(unet, rank=4, alpha=None):
     """Freeze `unet` and add trainable LoRA adapters (peft) to its attention projections.
 
