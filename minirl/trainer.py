@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from minirl import advantages as adv
-from minirl import checkpoint, runlog
+from minirl import checkpoint, cost, runlog
 from minirl.losses import denoising_loss, kl_to_reference, ppo_loss, reinforce_loss
 from minirl.rewards import validate
 from minirl.tasks import seed_for
@@ -314,7 +314,7 @@ class Trainer:
             f"of {cfg.train_batch_size}), each over {per_update} transitions in "
             f"{math.ceil(per_update / micro)} UNet passes at batch {cfg_x * micro}",
         ]
-        return "\n".join(lines)
+        return "\n".join(lines + cost.estimate(self))
 
     def state_dict(self):
         unet = self.acc.unwrap_model(self.policy.unet)

@@ -44,7 +44,7 @@ def test_two_rewards_train_jointly(tiny_sd, tmp_path):
     (["--steps", "0"], "num_steps must be an int >= 1"),
     (["--sample-batch-size", "3"], "multiple of sample_batch_size=3"),
     (["--mixed-precision", "fp16"], "fp16 is not supported on CPU"),
-    (["--reward", "aesthetic"], "unknown reward 'aesthetic'"),
+    (["--reward", "aesthetics"], "unknown reward 'aesthetics'"),
 ])
 def test_bad_arguments_exit_with_a_message(tiny_sd, tmp_path, extra, match):
     with pytest.raises(SystemExit, match=match):

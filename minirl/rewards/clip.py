@@ -1,0 +1,145 @@
+"""What the CLIP-based rewards share (PickScore, CLIPScore, the LAION aesthetic predictor, the parity
+classifier): a transformers `CLIPModel` read from a folder with its hub repository's files, L2-normalised
+image and text embeddings computed from (B, 3, H, W) tensors, and tiny random twins written in the hub's file
+layout.
+
+Images go through CLIP's processor on tensors (`images.clip_preprocess`: shorter side to the vision tower's
+size, bicubic; centre crop; the folder's preprocessor_config.json mean/std, else OpenAI's), so the embeddings
+are differentiable with respect to the pixels. Text goes through the folder's tokenizer or, where the folder
+has none (a hub repository fetched for its weights only), the CLIP BPE tokenizer built offline by
+`minirl.sd.clip_tokenizer`, which tokenises as every OpenAI-BPE CLIP does (laion's ViT-H/14 included).
+transformers is imported only where a model is built, so that `minirl.rewards` imports fast.
+Follows transformers' CLIPModel.get_image_features / get_text_features and CLIPProcessor; differs in running
+the processor's geometry on tensors (each reward's reference test measures the difference).
+"""
+
+import functools
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+from minirl.rewards.images import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, clip_preprocess
+from minirl.rewards.loading import RewardModel
+
+FILES = ["config.json", ("model.safetensors", "pytorch_model.bin")]
+MAX_TOKENS = 77  # CLIP's text context; longer prompts are truncated
+
+# the hub repositories' architectures (open_clip's model_configs): text (width, layers, heads), vision (width,
+# layers, heads, patch), the embedding size and the activation; MLPs are 4x the width, images 224 px
+ARCHITECTURES = {
+    "ViT-B/32": dict(text=(512, 12, 8), vision=(768, 12, 12, 32), projection_dim=512, act="quick_gelu"),
+    "ViT-L/14": dict(text=(768, 12, 12), vision=(1024, 24, 16, 14), projection_dim=768, act="quick_gelu"),
+    "ViT-H/14": dict(text=(1024, 24, 16), vision=(1280, 32, 16, 14), projection_dim=1024, act="gelu"),
+    "tiny": dict(text=(32, 2, 4), vision=(32, 2, 4, 32), projection_dim=32, act="quick_gelu"),
+}
+
+
+class CLIPEmbedder(RewardModel):
+    """A CLIPModel with its tokenizer and image normalisation: unit-norm image and text embeddings in fp32."""
+
+    def __init__(self, clip, tokenizer, mean=OPENAI_CLIP_MEAN, std=OPENAI_CLIP_STD):
+        super().__init__()
+        self.clip, self.tokenizer, self.mean, self.std = clip, tokenizer, tuple(mean), tuple(std)
+        self.size = clip.config.vision_config.image_size
+
+    def image_embeds(self, images):
+        """(B, 3, H, W) in [0, 1] -> (B, D) unit vectors; preprocessing in fp32, the model in its dtype."""
+        pixels = clip_preprocess(images, self.size, self.mean, self.std).to(self.dtype)  # (B, 3, S, S)
+        return unit(projected(self.clip.get_image_features(pixel_values=pixels)).float())
+
+    def text_embeds(self, texts):
+        """A list of N strings -> (N, D) unit vectors (at most MAX_TOKENS tokens each, truncated)."""
+        tokens = self.tokenizer(list(texts), padding=True, truncation=True, max_length=MAX_TOKENS,
+                                return_tensors="pt").to(self.device)
+        return unit(projected(self.clip.get_text_features(input_ids=tokens.input_ids,
+                                                          attention_mask=tokens.attention_mask)).float())
+
+    def logit_scale(self):
+        return self.clip.logit_scale.exp().float()
+
+
+def projected(features):
+    """The projected embeddings of get_*_features: a tensor in transformers 4, pooler_output in 5."""
+    return features if isinstance(features, torch.Tensor) else features.pooler_output
+
+
+def unit(x):
+    return x / x.norm(dim=-1, keepdim=True)
+
+
+def check_prompts(prompts, batch_size, name):
+    """Raise a clear error unless `prompts` is a list of `batch_size` strings."""
+    if not (isinstance(prompts, (list, tuple)) and len(prompts) == batch_size
+            and all(isinstance(p, str) for p in prompts)):
+        raise ValueError(f"{name} takes one prompt string per image ({batch_size} images); got {prompts!r}")
+
+
+def check_no_options(options, name):
+    if options:
+        raise ValueError(f"{name} takes no options; got {sorted(options)}")
+
+
+def load_clip(folder):
+    """(CLIPModel, tokenizer, mean, std) from a folder with a CLIP hub repository's files."""
+    from transformers import AutoTokenizer, CLIPModel
+    folder = Path(folder)
+    clip = CLIPModel.from_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder) if (folder / "tokenizer_config.json").is_file() \
+        else offline_tokenizer()
+    processor = folder / "preprocessor_config.json"
+    settings = json.loads(processor.read_text()) if processor.is_file() else {}
+    return clip, tokenizer, settings.get("image_mean", OPENAI_CLIP_MEAN), settings.get("image_std", OPENAI_CLIP_STD)
+
+
+@functools.cache
+def offline_tokenizer():
+    """CLIP's BPE tokenizer, built once from open_clip's vocabulary (no download)."""
+    from minirl.sd import clip_tokenizer
+    with tempfile.TemporaryDirectory() as tmp:
+        return clip_tokenizer(tmp)
+
+
+def clip_config(architecture):
+    """The CLIPConfig of one of ARCHITECTURES (the real ones as in their hub repositories' config.json)."""
+    from transformers import CLIPConfig
+    a = ARCHITECTURES[architecture]
+    (text_width, text_layers, text_heads), (width, layers, heads, patch) = a["text"], a["vision"]
+    text = dict(hidden_size=text_width, intermediate_size=4 * text_width, num_hidden_layers=text_layers,
+                num_attention_heads=text_heads, max_position_embeddings=MAX_TOKENS, vocab_size=49408,
+                hidden_act=a["act"])  # bos/eos: CLIP's 49406/49407 (the defaults)
+    vision = dict(hidden_size=width, intermediate_size=4 * width, num_hidden_layers=layers, num_attention_heads=heads,
+                  patch_size=patch, image_size=224, hidden_act=a["act"])
+    return CLIPConfig(text_config=text, vision_config=vision, projection_dim=a["projection_dim"])
+
+
+def random_clip(architecture, seed=0):
+    """A CLIPModel of `architecture` with random weights, whose image and text embeddings point into one
+    half-space: the final layer norms' biases project to a shared direction as long as a typical embedding.
+    A trained CLIP's image-text cosines are positive too (about 0.1-0.35); with plain random weights half of
+    them would be negative, where CLIPScore's max(cos, 0) has no gradient."""
+    from transformers import CLIPModel
+    torch.manual_seed(seed)
+    clip = CLIPModel(clip_config(architecture)).eval()
+    direction = unit(torch.randn(clip.config.projection_dim))  # (D,)
+    with torch.no_grad():
+        for norm, projection in ((clip.vision_model.post_layernorm, clip.visual_projection),
+                                 (clip.text_model.final_layer_norm, clip.text_projection)):
+            w = projection.weight  # (D, width)
+            norm.bias.copy_(torch.linalg.pinv(w) @ direction * w.norm())
+    return clip
+
+
+def save_clip(embedder, folder):
+    """Write a CLIPEmbedder's model, image processor and tokenizer to `folder` in a CLIP hub repository's layout
+    (config.json, model.safetensors, preprocessor_config.json, tokenizer files), so that
+    `CLIPModel.from_pretrained(folder)` and `AutoProcessor.from_pretrained(folder)` read it. Returns the folder."""
+    from transformers import CLIPImageProcessor
+    folder = Path(folder)
+    embedder.clip.save_pretrained(folder)
+    size = embedder.size
+    CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size}, resample=3,
+                       do_center_crop=True, image_mean=list(embedder.mean), image_std=list(embedder.std),
+                       ).save_pretrained(folder)  # resample 3: PIL's bicubic
+    embedder.tokenizer.save_pretrained(folder)
+    return folder
