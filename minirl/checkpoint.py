@@ -2,13 +2,17 @@
 
 A state is any tree of dicts, lists, numbers, strings and tensors (a model's parameters, an optimizer's
 state_dict, RNG states, a stat tracker). `save_state` writes its tensors to `state.safetensors` and the rest
-of the tree to `state.json` inside a temporary folder, then renames the folder into place, so a run killed
-while saving leaves the previous checkpoint intact. `load_state` never unpickles anything.
+of the tree to `state.json` inside a hidden scratch folder (`.NAME.*.tmp`), flushed to disk, then renames
+it into place and points root/latest at it. `latest` names a complete folder at every moment, and a visible
+folder is always complete, so a run killed at any point leaves a loadable checkpoint; the scratch folders a
+kill leaves behind are removed by the next save or prune. One process writes to a root at a time.
+`load_state` never unpickles anything.
 """
 
 import json
 import os
 import random
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -46,19 +50,36 @@ def unflatten(tree, tensors):
 
 
 def save_state(state, root, name):
-    """Write `state` to root/name atomically and point root/latest at it; return the folder."""
+    """Write `state` to root/name atomically and point root/latest at it; return the folder.
+
+    If root/name exists it is replaced: meanwhile `latest` names the new state's scratch folder."""
+    if not name or name == LATEST or name.startswith(".") or os.sep in name or "/" in name:
+        raise ValueError(f"name must be a folder name, not {LATEST!r} and not starting with '.' (scratch "
+                         f"folders); got {name!r}")
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}."))
-    tensors = {}
-    tree = flatten(state, tensors)
-    save_file(tensors, tmp / "state.safetensors")
-    (tmp / "state.json").write_text(json.dumps(tree))
+    tmp = _scratch(root, name)
+    try:
+        tensors = {}
+        tree = flatten(state, tensors)
+        save_file(tensors, tmp / "state.safetensors")
+        (tmp / "state.json").write_text(json.dumps(tree))
+        for f in tmp.iterdir():
+            _fsync(f)
+    except BaseException:
+        shutil.rmtree(tmp)
+        raise
     final = root / name
     if final.exists():
-        shutil.rmtree(final)
+        _point(root, tmp.name)                          # the new state, complete, while the old one goes
+        os.replace(final, _scratch(root, name))
+        linked = _scratch(root, name)                   # a second name for its files: tmp stays pointed at
+        for f in tmp.iterdir():
+            os.link(f, linked / f.name)
+        tmp = linked
     os.replace(tmp, final)
-    _write_atomically(root / LATEST, name)
+    _point(root, name)
+    _remove_scratch(root)
     return final
 
 
@@ -80,10 +101,18 @@ def latest(root):
 
 
 def prune(root, keep):
-    """Delete all but the `keep` newest checkpoint folders (names sort by age)."""
-    folders = sorted(p for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith("."))
+    """Delete all but the `keep` newest checkpoint folders, by the numbers in their names (epoch_10000 is
+    newer than epoch_9999), never the one `latest` names; and the scratch folders a killed save left."""
+    if not (isinstance(keep, int) and keep >= 1):
+        raise ValueError(f"keep must be an int >= 1 (the number of checkpoints to keep); got {keep!r}")
+    root = Path(root)
+    current = latest(root)
+    folders = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                     key=lambda p: [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", p.name)])
     for old in folders[:-keep]:
-        shutil.rmtree(old)
+        if old != current:
+            os.replace(old, _scratch(root, old.name))  # out of sight at once, then deleted
+    _remove_scratch(root)
 
 
 def rng_state():
@@ -103,10 +132,35 @@ def set_rng_state(state):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _write_atomically(path, text):
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def _point(root, name):
+    """Make root/latest name `name`, atomically."""
+    tmp = root / f".{LATEST}.tmp"
+    tmp.write_text(name)
+    _fsync(tmp)
+    os.replace(tmp, root / LATEST)
+    _fsync(root)
+
+
+def _scratch(root, name):
+    """A new empty hidden folder in root for checkpoint `name`: written into, or a checkpoint moved onto it."""
+    return Path(tempfile.mkdtemp(dir=root, prefix=f".{name}.", suffix=".tmp"))
+
+
+def _remove_scratch(root):
+    """Delete the scratch folders in root, except one `latest` names (a kill while replacing a checkpoint)."""
+    current = latest(root)
+    for p in root.iterdir():
+        if p.is_dir() and p.name.startswith(".") and p.name.endswith(".tmp") and p != current:
+            shutil.rmtree(p)
+
+
+def _fsync(path):
+    """Flush a file's (or a folder's entries') writes to disk, so that a rename after it never exposes an empty file."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _to_lists(x):

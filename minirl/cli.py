@@ -44,7 +44,7 @@ def train_parser(sub):
                    help="samples per prompt, for every task or as TASK=N; a distribution reward (parity) scores "
                         "each group (default 16 for parity, 1 otherwise)")
     p.add_argument("--parity-classes", default="skin_tone",
-                   help="the parity classifier's classes: a class set's name (skin_tone, gender) or "
+                   help="the parity classifier's classes: a class set's name (skin_tone, perceived_gender) or "
                         "comma-separated texts, one a class")
     p.add_argument("--pretrain-data", default=None,
                    help="a folder of pretraining images with captions for the L_pre step (minirl.data)")
@@ -176,9 +176,10 @@ def build(args):
     if args.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise ValueError("--mixed-precision fp16 is not supported on CPU (it overflows to NaN and many CPU "
                          "kernels lack it); use 'no' on CPU, 'bf16' on a GPU")
-    acc = Accelerator(mixed_precision=args.mixed_precision, log_with=args.tracker, project_dir=args.out)
     dtype = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.mixed_precision]
-    device, dtype = device_and_dtype(acc.device, dtype)
+    device_and_dtype("cuda" if torch.cuda.is_available() else "cpu", dtype)  # bf16 where the device runs it
+    acc = Accelerator(mixed_precision=args.mixed_precision, log_with=args.tracker, project_dir=args.out)
+    device = acc.device
     config.check(acc.num_processes, len(reward_specs(args.reward)))
     tasks = make_tasks(args, device, dtype)
     set_seed(args.seed)  # LoRA's random init below

@@ -7,7 +7,13 @@ dtype. Follows diffusers' DDIMScheduler.step / DDPMScheduler.step (same next sam
 ddpo-pytorch's `ddim_step_with_logprob`; unlike it, timesteps may differ across the batch and the reduction
 of the log-density over pixels is explicit.
 
-Why eta > 0: DDIM with eta = 0 is deterministic (sigma_t = 0), and a deterministic step has no density.
+Why eta in (0, 1]: DDIM with eta = 0 is deterministic (sigma_t = 0), and a deterministic step has no density;
+eta = 1 is DDPM's variance, and above 1 the variance can exceed 1 - alpha_bar_{t-1} (a NaN mean).
+Why SIGMA_MIN: a step whose sigma_t is below it counts as deterministic (sigma_t = 0), whatever the config.
+The data are at unit scale (x_T ~ N(0, I)), where fp32 resolves about 1.2e-7: below 100 times that, the
+rounding of a stored x_{t-1} is over 1% of sigma_t, so the noise it carries is no longer a sample of the
+Gaussian. DDPM's last step with steps_offset=1 (to t = 1, where diffusers clamps the variance 0 to 1e-20,
+sigma_t = 1e-10) is such a step: its log-density would be about +22 per dimension.
 Why `reduce="mean"` by default: DDPO averages the log-density over the C*H*W dimensions, so a PPO clip range
 of 1e-4 means "1e-4 per dimension on average"; with the true sum it would have to be thousands of times
 wider.
@@ -21,12 +27,26 @@ from diffusers.utils.torch_utils import randn_tensor
 
 SUPPORTED = (DDIMScheduler, DDPMScheduler)
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")  # what a UNet may predict (predict_x0_eps)
+SIGMA_MIN = 100 * torch.finfo(torch.float32).eps  # 1.2e-5: a smaller sigma_t is a deterministic step
 
 
 def gaussian_log_prob(x, mean, sigma, reduce="mean"):
-    """log N(x; mean, sigma^2 I) per batch element, averaged ("mean") or summed ("sum") over dims."""
+    """log N(x; mean, sigma^2 I) per batch element, averaged ("mean") or summed ("sum") over dims.
+
+    x (B, ...), mean broadcastable to x's shape, sigma > 0 a scalar or (B,). Returns (B,)."""
     if reduce not in ("mean", "sum"):
         raise ValueError(f"reduce must be 'mean' or 'sum'; got {reduce!r}")
+    sigma = torch.as_tensor(sigma)
+    broadcasts = mean.ndim <= x.ndim and all(m in (1, d) for m, d in zip(mean.shape[::-1], x.shape[::-1]))
+    if x.ndim < 2 or not broadcasts:
+        raise ValueError(f"x must have shape (B, ...) and mean broadcast to it; got x {tuple(x.shape)}, "
+                         f"mean {tuple(mean.shape)}")
+    if sigma.shape not in ((), (len(x),)):
+        raise ValueError(f"sigma must be a scalar or of shape ({len(x)},), one per batch element; got shape "
+                         f"{tuple(sigma.shape)}")
+    if not bool((sigma > 0).all()):
+        raise ValueError(f"sigma must be > 0 (a step with sigma_t = 0 has no density); got "
+                         f"{sigma[~(sigma > 0)].tolist() if sigma.ndim else sigma.item()}")
     sigma = _per_sample(sigma, x)                                       # (B, 1, 1, 1)
     log_p = -((x - mean) ** 2) / (2 * sigma**2) - torch.log(sigma) - 0.5 * math.log(2 * math.pi)
     log_p = log_p.flatten(1)                                            # (B, D)
@@ -69,10 +89,11 @@ def step_with_logprob(scheduler, model_output, timestep, sample, *, eta=1.0, **k
 def ddim_mean_and_sigma(scheduler, model_output, timestep, sample, eta=1.0):
     """The Gaussian of a DDIM step: mu_theta(x_t) (B, C, H, W) fp32 and sigma_t (B,) fp32."""
     _check_ready(scheduler)
-    if not eta > 0:
-        raise ValueError(f"eta must be > 0 for a stochastic step with a log-probability; got eta={eta} "
-                         f"(eta=1.0 is DDPO's and the paper's setting)")
-    t = _batch_timesteps(timestep, sample)                              # (B,)
+    if not (math.isfinite(eta) and 0 < eta <= 1):
+        raise ValueError(f"eta must be > 0 and <= 1 for a stochastic DDIM step with a log-probability (0 is "
+                         f"deterministic, 1 is DDPM's variance and DDPO's setting, above 1 the mean can be NaN); "
+                         f"got eta={eta}")
+    t = _batch_timesteps(timestep, sample, scheduler)                   # (B,)
     prev_t = t - scheduler.config.num_train_timesteps // scheduler.num_inference_steps
     alphas_cumprod = scheduler.alphas_cumprod.to(sample.device, torch.float32)
     alpha_bar_t = alphas_cumprod[t]
@@ -80,7 +101,7 @@ def ddim_mean_and_sigma(scheduler, model_output, timestep, sample, eta=1.0):
                                  torch.as_tensor(scheduler.final_alpha_cumprod, dtype=torch.float32))
     x0_hat, eps_hat = predict_x0_eps(scheduler, model_output, sample, alpha_bar_t)
     variance = (1 - alpha_bar_prev) / (1 - alpha_bar_t) * (1 - alpha_bar_t / alpha_bar_prev)
-    sigma_t = eta * variance.sqrt()                                     # (B,)
+    sigma_t = _floor(eta * variance.sqrt())                             # (B,)
     a_prev, s = _per_sample(alpha_bar_prev, sample), _per_sample(sigma_t, sample)
     mean = a_prev.sqrt() * x0_hat + (1 - a_prev - s**2).sqrt() * eps_hat
     return mean, sigma_t
@@ -92,7 +113,7 @@ def ddpm_mean_and_sigma(scheduler, model_output, timestep, sample):
     if scheduler.config.variance_type not in ("fixed_small", "fixed_small_log", "fixed_large"):
         raise ValueError(f"DDPMScheduler variance_type {scheduler.config.variance_type!r} is not supported; "
                          f"use 'fixed_small', 'fixed_small_log' or 'fixed_large'")
-    t = _batch_timesteps(timestep, sample)
+    t = _batch_timesteps(timestep, sample, scheduler)
     timesteps = scheduler.timesteps.to(sample.device)
     index = (timesteps[None, :] == t[:, None]).int().argmax(1)         # position of t in the schedule
     if not bool((timesteps[index] == t).all()):
@@ -107,9 +128,9 @@ def ddpm_mean_and_sigma(scheduler, model_output, timestep, sample):
     mean = (a_prev.sqrt() * b_t * x0_hat + (1 - b_t).sqrt() * (1 - a_prev) * sample.float()) / (1 - a_t)
     if scheduler.config.variance_type == "fixed_large":
         variance = beta_t
-    else:
-        variance = ((1 - alpha_bar_prev) / (1 - alpha_bar_t) * beta_t).clamp(min=1e-20)
-    sigma_t = torch.where(t > 0, variance.sqrt(), torch.zeros(()))    # diffusers adds no noise at t = 0
+    else:  # diffusers clamps it to 1e-20 (for its log); the step to t = 0 with steps_offset=1 has variance 0
+        variance = (1 - alpha_bar_prev) / (1 - alpha_bar_t) * beta_t
+    sigma_t = _floor(torch.where(t > 0, variance.sqrt(), torch.zeros(())))  # diffusers adds no noise at t = 0
     return mean, sigma_t
 
 
@@ -132,22 +153,22 @@ def step_sigmas(scheduler, eta=1.0):
 def _gaussian_step(mean, sigma, sample, prev_sample, generator, reduce, timestep):
     """Sample x_{t-1} ~ N(mean, sigma^2) (or take the given one) and return it with its log-probability.
 
-    Where sigma_t = 0 (DDIM with steps_offset=0 at its last step, DDPM's step to t = 0) the step is
-    deterministic: sampling through it is fine and its log_prob is reported as 0, but asking for the
+    Where sigma_t = 0 (below SIGMA_MIN: DDIM with steps_offset=0 at its last step, DDPM's last step) the
+    step is deterministic: sampling through it is fine and its log_prob is reported as 0, but asking for the
     density of a given x_{t-1} there is an error, because it has none (DDPO's code returns NaN, and one
     PPO update on it turns the weights to NaN). DiffusionPolicy never trains on steps with small sigma_t.
     """
     deterministic = sigma == 0                                          # (B,)
     if prev_sample is not None and bool(deterministic.any()):
-        t = _batch_timesteps(timestep, sample)[deterministic].tolist()
-        raise ValueError(f"log-probability requested at timestep(s) {t} where sigma_t = 0: a deterministic "
-                         f"step has no density. DDIMScheduler with steps_offset=0 ends on such a step "
-                         f"(Stable Diffusion's configs use steps_offset=1); leave these steps out of training")
+        t = torch.as_tensor(timestep, device=sigma.device).expand(len(sample))[deterministic].tolist()
+        raise ValueError(f"log-probability requested at timestep(s) {t} where sigma_t = 0 (or below SIGMA_MIN="
+                         f"{SIGMA_MIN:.1e}): a deterministic step has no density. DDIMScheduler with "
+                         f"steps_offset=0 and DDPMScheduler end on such a step; leave these steps out of training")
     if prev_sample is None:
         noise = randn_tensor(mean.shape, generator=generator, device=mean.device, dtype=torch.float32)
         prev_sample = mean + _per_sample(sigma, mean) * noise
     prev_sample = prev_sample.float()
-    log_prob = gaussian_log_prob(prev_sample, mean, sigma.clamp(min=1e-20), reduce)
+    log_prob = gaussian_log_prob(prev_sample, mean, sigma.masked_fill(deterministic, 1.0), reduce)
     log_prob = torch.where(deterministic.to(log_prob.device), torch.zeros_like(log_prob), log_prob)
     return prev_sample.to(sample.dtype), log_prob
 
@@ -183,14 +204,25 @@ def _check_ready(scheduler):
         raise ValueError("the scheduler has no schedule yet: call scheduler.set_timesteps(num_steps) first")
 
 
-def _batch_timesteps(timestep, sample):
-    """timestep (int, 0-d or (B,) tensor) as a (B,) long tensor on sample's device."""
+def _batch_timesteps(timestep, sample, scheduler):
+    """timestep (int, 0-d or (B,) tensor) as a (B,) long tensor on sample's device, checked against the schedule."""
     t = torch.as_tensor(timestep, device=sample.device).long()
     if t.ndim == 0:
         t = t.expand(len(sample))
     if t.shape != (len(sample),):
         raise ValueError(f"timestep must be an int or a tensor of shape ({len(sample)},); got shape {tuple(t.shape)}")
+    n, offset = scheduler.config.num_train_timesteps, scheduler.config.steps_offset
+    outside = (t < 0) | (t >= n)
+    if bool(outside.any()):
+        raise ValueError(f"timesteps must be in [0, {n}) (the scheduler's num_train_timesteps); got "
+                         f"{t[outside].unique().tolist()}; steps_offset={offset} shifts the schedule: use at "
+                         f"most {n - offset} inference steps")
     return t
+
+
+def _floor(sigma_t):
+    """sigma_t with values below SIGMA_MIN set to 0: those steps are deterministic (see the module docstring)."""
+    return torch.where(sigma_t >= SIGMA_MIN, sigma_t, torch.zeros(()))
 
 
 def _per_sample(v, like):

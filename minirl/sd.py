@@ -6,17 +6,16 @@ The tiny pipeline follows diffusers' own `get_dummy_components()` for StableDiff
 built from the BPE vocabulary that open_clip ships, so prompts tokenise exactly as with Stable Diffusion.
 """
 
-import gzip
-import json
 import tempfile
 from pathlib import Path
 
 import torch
 from diffusers import (AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusionPipeline,
                        UNet2DConditionModel)
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTextConfig, CLIPTextModel
 
 from minirl.policy import DiffusionPolicy
+from minirl.tokenizer import clip_tokenizer
 
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]  # the attention projections, as in DDPO
 PIPELINE_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
@@ -31,28 +30,6 @@ SD_DDIM = {**SD_BETAS, "clip_sample": False, "set_alpha_to_one": False, "steps_o
 def sd_scheduler(**overrides):
     """A DDIMScheduler with Stable Diffusion's schedule (SD_DDIM), any of its settings overridden."""
     return DDIMScheduler(**{**SD_DDIM, **overrides})
-
-
-def clip_tokenizer(folder):
-    """Write CLIP's vocab.json and merges.txt (from open_clip's BPE file) to `folder`; return the tokenizer."""
-    import open_clip
-    bpe = Path(open_clip.__file__).parent / "bpe_simple_vocab_16e6.txt.gz"
-    merges = gzip.open(bpe).read().decode("utf-8").split("\n")[1:49152 - 256 - 2 + 1]
-    # the 256 byte symbols in the order of CLIP's bytes_to_unicode()
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) \
-        + list(range(ord("®"), ord("ÿ") + 1))
-    extra = [b for b in range(256) if b not in printable]
-    symbols = [chr(b) for b in printable] + [chr(256 + i) for i in range(len(extra))]
-    vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m.split()) for m in merges]
-    vocab += ["<|startoftext|>", "<|endoftext|>"]
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.json").write_text(json.dumps({tok: i for i, tok in enumerate(vocab)}))
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    tokenizer = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77,
-                              pad_token="<|endoftext|>")
-    tokenizer.save_pretrained(folder)
-    return tokenizer
 
 
 def make_tiny_sd(folder, seed=0, sample_size=32):

@@ -13,6 +13,13 @@ def tiny_sd(tmp_path_factory):
     return make_tiny_sd(tmp_path_factory.mktemp("tiny-sd"), sample_size=16)
 
 
+@pytest.fixture(scope="session")
+def tiny_rewards(tmp_path_factory):
+    """A tiny random twin of every learned reward, {name: folder}, in its hub repository's layout."""
+    from minirl.rewards import make_tiny_rewards
+    return make_tiny_rewards(tmp_path_factory.mktemp("rewards"))
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

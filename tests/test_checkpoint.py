@@ -1,6 +1,9 @@
 """Checkpoints: safetensors + JSON round trip, atomic writes, no pickle."""
 
 import json
+import os
+import shutil
+import sys
 
 import pytest
 import torch
@@ -50,3 +53,74 @@ def test_json_holds_no_tensor_data_and_missing_folder_is_named(tmp_path):
     assert len(json.dumps(json.loads((tmp_path / "c" / "state.json").read_text()))) < 200
     with pytest.raises(FileNotFoundError, match="no checkpoint in"):
         checkpoint.load_state(tmp_path / "nothing")
+
+
+def _state(value):
+    return {"w": torch.full((64, 64), float(value)), "value": value, "nested": [{"v": torch.tensor([value])}]}
+
+
+def _complete(folder):
+    """Load a checkpoint (folder or root) and check it is whole: its tensors agree with its JSON; return value."""
+    state = checkpoint.load_state(folder)
+    assert torch.equal(state["w"], torch.full((64, 64), float(state["value"])))
+    assert torch.equal(state["nested"][0]["v"], torch.tensor([state["value"]]))
+    return state["value"]
+
+
+def _check_loads(root, allowed):
+    """latest loads a complete state among `allowed`, and every visible folder is a complete checkpoint."""
+    assert _complete(root) in allowed
+    for folder in root.iterdir():
+        if folder.is_dir() and not folder.name.startswith("."):
+            _complete(folder)
+
+
+FILE_SYSTEM_STEPS = {"save_state", "prune", "_point", "_scratch", "_remove_scratch"}  # checkpoint's functions
+
+
+def _states_a_kill_would_leave(root, action, copies):
+    """Run `action`, copying root before each line it runs in checkpoint's functions that touch the disk: a kill
+    (SIGKILL: no cleanup runs) at that moment would leave exactly that copy. Returns the copies."""
+    states, outer = [], sys.gettrace()
+
+    def trace(frame, event, arg):
+        if frame.f_code.co_filename != checkpoint.__file__ or frame.f_code.co_name not in FILE_SYSTEM_STEPS:
+            return None
+        if event == "line":
+            states.append(shutil.copytree(root, copies / str(len(states))))
+        return trace
+
+    sys.settrace(trace)
+    try:
+        action()
+    finally:
+        sys.settrace(outer)
+    return states
+
+
+@pytest.mark.parametrize("scenario", ["new", "replace"])
+def test_a_kill_at_any_line_of_a_save_leaves_a_loadable_latest(tmp_path, scenario):
+    """A save of epoch_0002 then prune(keep=1), killed before any line of the checkpoint functions that touch the
+    disk. A kill inside a line (a half-written file, a half-deleted folder) differs from one before it only
+    inside a scratch folder. After every kill, latest loads the old or the new state, complete, every visible
+    folder is complete, and the next save and prune leave no scratch folder. "replace": epoch_0002 exists and
+    is latest, and is saved again."""
+    root = tmp_path / "root"
+    checkpoint.save_state(_state(10), root, "epoch_0001")
+    if scenario == "replace":
+        checkpoint.save_state(_state(20), root, "epoch_0002")
+    old, new = (10, 20) if scenario == "new" else (20, 21)
+
+    def save():
+        checkpoint.save_state(_state(new), root, "epoch_0002")
+        checkpoint.prune(root, 1)
+
+    states = _states_a_kill_would_leave(root, save, tmp_path / "killed")
+    assert len(states) > 20  # the trace saw the save's lines
+    for state in states + [root]:
+        _check_loads(state, {old, new})
+        checkpoint.save_state(_state(new), state, "epoch_0002")
+        checkpoint.prune(state, 1)
+        assert sorted(p.name for p in state.iterdir() if p.is_dir()) == ["epoch_0002"], state
+        assert _complete(state) == new
+    assert any(_complete(state) == old for state in states) and any(_complete(state) == new for state in states)

@@ -43,14 +43,38 @@ def test_ppo_at_ratio_one_has_reinforce_gradient():
     torch.testing.assert_close(g_ppo, g_rf)
 
 
-def test_bad_clip_range():
-    with pytest.raises(ValueError, match="clip_range must be > 0; got 0"):
-        ppo_loss(torch.zeros(1), torch.zeros(1), torch.zeros(1), 0)
+@pytest.mark.parametrize("clip_range", [0, -0.1, float("nan"), float("inf")])
+def test_bad_clip_range(clip_range):
+    with pytest.raises(ValueError, match=rf"clip_range must be > 0 and finite .*got {clip_range}$"):
+        ppo_loss(torch.zeros(1), torch.zeros(1), torch.zeros(1), clip_range)
+
+
+def test_reinforce_hand_value_and_no_silent_broadcast():
+    log_prob, adv = torch.tensor([-1.0, 1.0, -2.0, 2.0]), torch.tensor([1.0, 0.0, 1.0, 0.0])
+    loss, _ = reinforce_loss(log_prob, adv)
+    assert loss.item() == 0.75  # -(1 * -1 + 1 * -2) / 4
+    # (4,) against (4, 1) would broadcast to a (4, 4) table whose mean is mean(A) * mean(log p) = 0
+    with pytest.raises(ValueError, match=r"log_prob, advantages must all have shape \(N,\).*"
+                                         r"got log_prob \(4,\), advantages \(4, 1\)"):
+        reinforce_loss(log_prob, adv[:, None])
+
+
+@pytest.mark.parametrize("shapes", [((4,), (4,), (4, 1)), ((4, 1), (4, 1), (4, 1)), ((4,), (3,), (4,)), ((), (), ())])
+def test_ppo_checks_per_transition_shapes(shapes):
+    log_prob, old, adv = (torch.zeros(shape) for shape in shapes)
+    with pytest.raises(ValueError, match=r"log_prob, old_log_prob, advantages must all have shape \(N,\)"):
+        ppo_loss(log_prob, old, adv, 0.1)
 
 
 def test_denoising_and_kl_hand_values():
     loss, info = denoising_loss(torch.tensor([[1.0, 3.0]]), torch.tensor([[0.0, 1.0]]))
     assert loss.item() == pytest.approx((1 + 4) / 2)
+    # a batch of two (1, 2, 2) predictions, bf16 in: the mean of the 8 squared errors, in fp32
+    pred = torch.tensor([[[[1.0, 2.0], [0.0, -1.0]]], [[[0.5, 0.5], [0.5, 0.5]]]]).bfloat16()
+    target = torch.tensor([[[[0.0, 0.0], [0.0, 0.0]]], [[[0.0, 1.0], [2.0, 0.5]]]])
+    loss, info = denoising_loss(pred, target)
+    assert loss.dtype == torch.float32 and info["pretrain_loss"] == loss
+    assert loss.item() == (1 + 4 + 0 + 1 + 0.25 + 0.25 + 2.25 + 0) / 8
     mean, ref = torch.tensor([[1.0, 2.0], [0.0, 0.0]]), torch.tensor([[0.0, 0.0], [0.0, 1.0]])
     sigma = torch.tensor([1.0, 0.5])
     kl, _ = kl_to_reference(mean, ref, sigma)
@@ -60,3 +84,26 @@ def test_denoising_and_kl_hand_values():
     p = torch.distributions.Normal(mean, sigma[:, None])
     q = torch.distributions.Normal(ref, sigma[:, None])
     torch.testing.assert_close(kl, torch.distributions.kl_divergence(p, q).mean())
+    # the sum over dimensions: row 0 (1 + 4) / 2 = 2.5, row 1 (0 + 1) / (2 * 0.25) = 2.0 -> mean 2.25
+    kl_sum, info = kl_to_reference(mean, ref, sigma, reduce="sum")
+    assert kl_sum.item() == pytest.approx(2.25) and info["kl"] == kl_sum
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(reduce="max"), "reduce must be 'mean' or 'sum'; got 'max'"),
+    (dict(ref_mean=torch.zeros(2, 3)), r"mean and ref_mean must have the same shape.*ref_mean \(2, 3\)"),
+    (dict(sigma=torch.ones(2, 1)), r"sigma shape \(N,\); got .*sigma \(2, 1\)"),
+    (dict(sigma=torch.ones(3)), r"sigma shape \(N,\); got .*sigma \(3,\)"),
+    (dict(mean=torch.zeros(2), ref_mean=torch.zeros(2)), r"same shape \(N, ...\).*got mean \(2,\)"),
+    (dict(sigma=torch.tensor([1.0, 0.0])), r"sigma must be > 0 .*got \[0.0\]"),
+])
+def test_kl_checks_its_arguments(kwargs, match):
+    args = dict(mean=torch.zeros(2, 2), ref_mean=torch.zeros(2, 2), sigma=torch.ones(2))
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        kl_to_reference(**args)
+
+
+def test_denoising_loss_checks_shapes():
+    with pytest.raises(ValueError, match=r"model_pred and target must have the same shape; got \(2, 4\) and \(2, 1\)"):
+        denoising_loss(torch.zeros(2, 4), torch.zeros(2, 1))

@@ -24,7 +24,7 @@ from minirl.rewards.loading import fetch, load_weights
 HUB_ID = "openai/clip-vit-large-patch14"
 HEAD = "sac+logos+ava1-l14-linearMSE.pth"
 HEAD_REPO = "camenduru/improved-aesthetic-predictor"
-FILES = [HEAD, *clip.FILES]
+FILES = [*clip.FILES, HEAD]
 
 
 class AestheticHead(nn.Module):

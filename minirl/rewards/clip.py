@@ -7,7 +7,7 @@ Images go through CLIP's processor on tensors (`images.clip_preprocess`: shorter
 size, bicubic; centre crop; the folder's preprocessor_config.json mean/std, else OpenAI's), so the embeddings
 are differentiable with respect to the pixels. Text goes through the folder's tokenizer or, where the folder
 has none (a hub repository fetched for its weights only), the CLIP BPE tokenizer built offline by
-`minirl.sd.clip_tokenizer`, which tokenises as every OpenAI-BPE CLIP does (laion's ViT-H/14 included).
+`minirl.tokenizer.clip_tokenizer`, which tokenises as every OpenAI-BPE CLIP does (laion's ViT-H/14 included).
 transformers is imported only where a model is built, so that `minirl.rewards` imports fast.
 Follows transformers' CLIPModel.get_image_features / get_text_features and CLIPProcessor; differs in running
 the processor's geometry on tensors (each reward's reference test measures the difference).
@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+
 from minirl.rewards.images import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, clip_preprocess
 from minirl.rewards.loading import RewardModel
 
@@ -95,7 +96,7 @@ def load_clip(folder):
 @functools.cache
 def offline_tokenizer():
     """CLIP's BPE tokenizer, built once from open_clip's vocabulary (no download)."""
-    from minirl.sd import clip_tokenizer
+    from minirl.tokenizer import clip_tokenizer
     with tempfile.TemporaryDirectory() as tmp:
         return clip_tokenizer(tmp)
 
@@ -114,10 +115,11 @@ def clip_config(architecture):
 
 
 def random_clip(architecture, seed=0):
-    """A CLIPModel of `architecture` with random weights, whose image and text embeddings point into one
-    half-space: the final layer norms' biases project to a shared direction as long as a typical embedding.
-    A trained CLIP's image-text cosines are positive too (about 0.1-0.35); with plain random weights half of
-    them would be negative, where CLIPScore's max(cos, 0) has no gradient."""
+    """A CLIPModel of `architecture` with random weights, whose image and text embeddings lean one way: each
+    tower's final layer-norm bias is set so that its projection is a shared unit direction times the
+    projection's Frobenius norm (the typical length of a projected feature). A trained CLIP's image-text
+    cosines are positive too (about 0.1-0.35); with plain random weights half of them would be negative, where
+    CLIPScore's max(cos, 0) has no gradient. The tiny twin's cosines are about 0.3-0.45."""
     from transformers import CLIPModel
     torch.manual_seed(seed)
     clip = CLIPModel(clip_config(architecture)).eval()

@@ -260,7 +260,7 @@ def _write_processor(folder, size):
     """Write the processor files of an OWLv2 hub repository (preprocessor_config.json, CLIP's vocab.json, merges.txt
     and tokenizer files with OWL's 16 text positions and "!" padding) to folder; return the Owlv2Processor."""
     from transformers import Owlv2ImageProcessor, Owlv2Processor
-    from minirl.sd import clip_tokenizer
+    from minirl.tokenizer import clip_tokenizer
     tokenizer = clip_tokenizer(folder)
     tokenizer.model_max_length, tokenizer.pad_token = 16, "!"
     tokenizer.save_pretrained(folder)

@@ -49,9 +49,12 @@ def fetch(path_or_id, files, name):
                                     f"with `minirl make-tiny-rewards DIR`)")
         return path
     from huggingface_hub import snapshot_download
-    patterns = [alt for f in files for alt in _alternatives(f)]
-    try:
-        folder = Path(snapshot_download(repo_id=str(path_or_id), allow_patterns=patterns))
+    try:  # each file alone; of alternatives, the first the repository has (not both of safetensors and .bin)
+        for f in files:
+            for alternative in _alternatives(f):
+                folder = Path(snapshot_download(repo_id=str(path_or_id), allow_patterns=[alternative]))
+                if (folder / alternative).is_file():
+                    break
     except Exception as e:  # offline, a wrong id, a gated repository: say which model and why
         raise FileNotFoundError(f"{name}: could not fetch {_describe(files)} of the hub repository "
                                 f"{str(path_or_id)!r} ({type(e).__name__}: {e}); on a machine without the hub, "

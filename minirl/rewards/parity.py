@@ -5,7 +5,7 @@ The classifier is a proxy, not a measurement: CLIP's zero-shot predictions of pe
 presentation are unreliable (lighting, colour casts, make-up and backgrounds move them; CLIP carries its
 training data's biases), every image gets a class, even one with no person or several, and a perceived
 attribute says nothing about anyone's identity. Check the classes on real samples before optimising them:
-a policy can also raise "parity" by fooling the classifier (paper 3.2's reward hacking).
+a policy can also raise "parity" by fooling the classifier rather than by varying the people it draws.
 
 `load(path_or_id, classes=..., soft=...)` follows transformers' zero-shot recipe (CLIPProcessor, then
 CLIPModel's logits_per_image = logit_scale.exp() * cos(image, class text), softmax over the classes); differs
@@ -21,7 +21,7 @@ from minirl.rewards.loading import RewardModel, fetch
 HUB_ID = "openai/clip-vit-large-patch14"
 FILES = clip.FILES
 CLASS_SETS = {
-    # the paper's four skin-tone groups, from lighter to darker skin as perceived in the photo
+    # four skin-tone groups, as many as the paper's fairness task has, from lighter to darker skin as perceived
     "skin_tone": ("a photo of a person with light skin", "a photo of a person with medium-light skin",
                   "a photo of a person with medium-dark skin", "a photo of a person with dark skin"),
     "perceived_gender": ("a photo of a man", "a photo of a woman"),  # perceived gender presentation
