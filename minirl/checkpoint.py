@@ -53,7 +53,7 @@ def save_state(state, root, name):
     """Write `state` to root/name atomically and point root/latest at it; return the folder.
 
     If root/name exists it is replaced: meanwhile `latest` names the new state's scratch folder."""
-    if not name or name == LATEST or name.startswith(".") or os.sep in name or "/" in name:
+    if name in ("", LATEST) or name.startswith(".") or Path(name).name != name:
         raise ValueError(f"name must be a folder name, not {LATEST!r} and not starting with '.' (scratch "
                          f"folders); got {name!r}")
     root = Path(root)
@@ -107,8 +107,7 @@ def prune(root, keep):
         raise ValueError(f"keep must be an int >= 1 (the number of checkpoints to keep); got {keep!r}")
     root = Path(root)
     current = latest(root)
-    folders = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
-                     key=lambda p: [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", p.name)])
+    folders = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), key=_by_number)
     for old in folders[:-keep]:
         if old != current:
             os.replace(old, _scratch(root, old.name))  # out of sight at once, then deleted
@@ -130,6 +129,11 @@ def set_rng_state(state):
     np.random.set_state((kind, np.array(keys, dtype=np.uint32), *rest))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _by_number(folder):
+    """Sort key: the name with its digit runs as numbers (epoch_9999 before epoch_10000)."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", folder.name)]
 
 
 def _point(root, name):
@@ -155,7 +159,7 @@ def _remove_scratch(root):
 
 
 def _fsync(path):
-    """Flush a file's (or a folder's entries') writes to disk, so that a rename after it never exposes an empty file."""
+    """Flush a file's (or a folder's entries') writes to disk: a rename after it never exposes an empty file."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

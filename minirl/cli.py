@@ -31,7 +31,8 @@ def train_parser(sub):
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="a named set of defaults (minirl.presets), each overridable by its flag")
-    p.add_argument("--pipeline", default=None, help="hub id or local folder of a diffusers SD 1.x/2.x pipeline")
+    p.add_argument("--pipeline", default=None,
+                   help="hub id or local folder of a diffusers SD 1.x/2.x or SD3 pipeline")
     p.add_argument("--reward", default="jpeg_compressibility",
                    help="NAME or NAME=PATH_OR_ID (a local folder or hub id for its weights); several, "
                         "comma-separated, train jointly, one task each (Algorithm 1). Names: "
@@ -57,10 +58,13 @@ def train_parser(sub):
     p.add_argument("--train-micro-batch", type=int, default=0,
                    help="transitions per UNet call in training (0: the train batch size)")
     p.add_argument("--steps", type=int, default=20, help="denoising steps")
-    p.add_argument("--eta", type=float, default=1.0, help="DDIM eta (> 0: a stochastic policy)")
+    p.add_argument("--eta", type=float, default=1.0, help="DDIM eta in (0, 1] (> 0: a stochastic policy)")
     p.add_argument("--guidance", type=float, default=5.0, help="classifier-free guidance scale")
     p.add_argument("--min-sigma", type=float, default=0.05, help="steps with sigma_t below it are not trained on")
-    p.add_argument("--scheduler", choices=("ddim", "ddpm"), default="ddim")
+    p.add_argument("--scheduler", choices=("ddim", "ddpm", "flow"), default=None,
+                   help="the sampler: ddim or ddpm for SD 1.x/2.x, flow for SD3 (default: the pipeline's kind)")
+    p.add_argument("--noise-level", type=float, default=None,
+                   help="flow pipelines (SD3): the SDE's exploration noise, > 0 (default 0.7, Flow-GRPO's)")
     p.add_argument("--lora-rank", type=int, default=4, help="0: full fine-tuning of the UNet")
     p.add_argument("--timestep-fraction", type=float, default=1.0)
     p.add_argument("--inner-epochs", type=int, default=1)
@@ -86,6 +90,8 @@ def train_parser(sub):
 
 
 def read_prompts(spec):
+    if spec.startswith("@") and not Path(spec[1:]).is_file():
+        raise FileNotFoundError(f"--prompts {spec!r}: no such file; give @FILE with one prompt a line")
     prompts = Path(spec[1:]).read_text().splitlines() if spec.startswith("@") else spec.split(",")
     prompts = [p.strip() for p in prompts if p.strip()]
     if not prompts:
@@ -158,6 +164,22 @@ def parity_classes(spec):
     return spec if spec in CLASS_SETS else [c.strip() for c in spec.split(",") if c.strip()]
 
 
+def check_arguments(args):
+    """The policy's and the data's settings, checked before any work (TrainConfig.check does the rest)."""
+    from minirl.trainer import check_number
+    check_number(args, "steps", minimum=1, integer=True, label="--steps")
+    check_number(args, "eta", minimum=0, inclusive=False, maximum=1, label="--eta")
+    if args.noise_level is not None:
+        check_number(args, "noise_level", minimum=0, inclusive=False, label="--noise-level")
+    check_number(args, "guidance", minimum=0, label="--guidance")
+    check_number(args, "min_sigma", minimum=0, label="--min-sigma")
+    check_number(args, "lora_rank", minimum=0, integer=True, label="--lora-rank")
+    if args.pretrain_batch_size is not None:
+        check_number(args, "pretrain_batch_size", minimum=1, integer=True, label="--pretrain-batch-size")
+    if args.pretrain_beta is not None:
+        check_number(args, "pretrain_beta", minimum=0, label="--pretrain-beta")
+
+
 def build(args):
     """Accelerator, policy, tasks and pretraining data from the arguments, validated before anything heavy is
     loaded (the rewards' prompts are checked before any sampling)."""
@@ -170,6 +192,7 @@ def build(args):
 
     if args.pipeline is None:
         raise ValueError("give --pipeline (a hub id or a local folder of a diffusers pipeline) or a --preset")
+    check_arguments(args)
     if args.pretrain_beta is None:
         args.pretrain_beta = 1.0 if args.pretrain_data else 0.0
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)})
@@ -184,18 +207,20 @@ def build(args):
     tasks = make_tasks(args, device, dtype)
     set_seed(args.seed)  # LoRA's random init below
     pipe = sd.load_pipeline(args.pipeline, dtype=dtype, device=device)
-    if args.scheduler == "ddpm":
-        from diffusers import DDPMScheduler
-        pipe.scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    args.scheduler = sd.use_scheduler(pipe, args.scheduler)
+    if args.noise_level is not None and args.scheduler != "flow":
+        raise ValueError(f"--noise-level is the flow SDE's (SD3 pipelines); a {args.scheduler} run's noise is --eta")
+    denoiser = sd.denoiser(pipe)
     if args.lora_rank > 0:
-        sd.add_lora(pipe.unet, args.lora_rank)
-        for p in pipe.unet.parameters():
+        sd.add_lora(denoiser, args.lora_rank)
+        for p in denoiser.parameters():
             if p.requires_grad:
                 p.data = p.data.float()  # trainable weights in fp32, frozen ones in `dtype`
     else:
-        pipe.unet.float().requires_grad_(True)
+        denoiser.float().requires_grad_(True)
+    noise = {} if args.noise_level is None else {"noise_level": args.noise_level}  # else the policy's default
     policy = sd.policy_from_pipeline(pipe, num_steps=args.steps, eta=args.eta, guidance_scale=args.guidance,
-                                     min_sigma=args.min_sigma)
+                                     min_sigma=args.min_sigma, **noise)
     pretrain_data = None
     if args.pretrain_data:
         from minirl.data import CaptionedImages
@@ -226,9 +251,10 @@ def make_tiny_rewards(args):
 
 
 def make_tiny_sd(args):
-    from minirl.sd import make_tiny_sd
-    folder = make_tiny_sd(args.folder, sample_size=args.sample_size)
-    print(f"wrote a tiny random Stable Diffusion pipeline ({2 * args.sample_size} px) to {folder}")
+    from minirl.sd import make_tiny_sd, make_tiny_sd3
+    folder = (make_tiny_sd3 if args.sd3 else make_tiny_sd)(args.folder, sample_size=args.sample_size)
+    pixels = args.sample_size * (1 if args.sd3 else 2)
+    print(f"wrote a tiny random Stable Diffusion{' 3' if args.sd3 else ''} pipeline ({pixels} px) to {folder}")
 
 
 def demo(args):
@@ -262,7 +288,8 @@ def main(argv=None):
     p = sub.add_parser("make-tiny-sd", help="write a tiny random SD pipeline (offline, for tests and CPU runs)")
     p.add_argument("folder")
     p.add_argument("--sample-size", type=int, default=32, help="latent size (32: diffusers' test pipeline, "
-                   "64 px images; 16: 32 px, four times faster)")
+                   "64 px images, or 32 px with --sd3; 16: four times faster)")
+    p.add_argument("--sd3", action="store_true", help="a StableDiffusion3Pipeline (flow matching, no T5)")
     p.set_defaults(func=make_tiny_sd)
     p = sub.add_parser("make-tiny-rewards", help="write a tiny random twin of every reward model (offline)")
     p.add_argument("folder")

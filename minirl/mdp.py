@@ -1,4 +1,5 @@
-"""The denoising chain as a Markov decision process (DDPO, Black et al. 2023, Eqs. 2-5).
+"""The denoising chain as a Markov decision process (DDPO, Black et al. 2023, Eqs. 2-5), for diffusion (DDIM,
+DDPM) and flow-matching (Flow-GRPO, Liu et al. 2025) samplers.
 
 state s_t = (c, t, x_t), action a_t = x_{t-1}, policy pi(a_t | s_t) = p_theta(x_{t-1} | x_t, c).
 A stochastic sampler step is a Gaussian, x_{t-1} ~ N(mu_theta(x_t, t, c), sigma_t^2 I), so each action has a
@@ -12,20 +13,24 @@ eta = 1 is DDPM's variance, and above 1 the variance can exceed 1 - alpha_bar_{t
 Why SIGMA_MIN: a step whose sigma_t is below it counts as deterministic (sigma_t = 0), whatever the config.
 The data are at unit scale (x_T ~ N(0, I)), where fp32 resolves about 1.2e-7: below 100 times that, the
 rounding of a stored x_{t-1} is over 1% of sigma_t, so the noise it carries is no longer a sample of the
-Gaussian. DDPM's last step with steps_offset=1 (to t = 1, where diffusers clamps the variance 0 to 1e-20,
-sigma_t = 1e-10) is such a step: its log-density would be about +22 per dimension.
+Gaussian. DDPM's last step with steps_offset=1 (from t = 1 to x_0: variance 0, which diffusers clamps to
+1e-20, sigma_t = 1e-10) is such a step: its log-density would be about +22 per dimension.
 Why `reduce="mean"` by default: DDPO averages the log-density over the C*H*W dimensions, so a PPO clip range
 of 1e-4 means "1e-4 per dimension on average"; with the true sum it would have to be thousands of times
 wider.
+
+Flow matching (SD3: FlowMatchEulerDiscreteScheduler) samples an ODE, dx = v dt, which has no log-probability.
+Flow-GRPO's SDE has the same marginals and a Gaussian step (flow_mean_and_sigma); exploration noise
+`noise_level` plays eta's role. The scheduler's type picks the step (step_with_logprob, mean_and_sigma).
 """
 
 import math
 
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler
+from diffusers import DDIMScheduler, DDPMScheduler, FlowMatchEulerDiscreteScheduler
 from diffusers.utils.torch_utils import randn_tensor
 
-SUPPORTED = (DDIMScheduler, DDPMScheduler)
+SUPPORTED = (DDIMScheduler, DDPMScheduler, FlowMatchEulerDiscreteScheduler)
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")  # what a UNet may predict (predict_x0_eps)
 SIGMA_MIN = 100 * torch.finfo(torch.float32).eps  # 1.2e-5: a smaller sigma_t is a deterministic step
 
@@ -61,9 +66,6 @@ def ddim_step_with_logprob(scheduler, model_output, timestep, sample, *, eta=1.0
     generator or a list of B); otherwise its log-probability under the current model_output is returned.
     Returns (prev_sample (B, C, H, W) in sample's dtype, log_prob (B,) fp32).
     """
-    if not isinstance(scheduler, DDIMScheduler):
-        raise TypeError(f"ddim_step_with_logprob needs a diffusers DDIMScheduler; got "
-                        f"{type(scheduler).__name__} (use DDIMScheduler.from_config(scheduler.config))")
     mean, sigma = ddim_mean_and_sigma(scheduler, model_output, timestep, sample, eta)
     return _gaussian_step(mean, sigma, sample, prev_sample, generator, reduce, timestep)
 
@@ -71,14 +73,28 @@ def ddim_step_with_logprob(scheduler, model_output, timestep, sample, *, eta=1.0
 def ddpm_step_with_logprob(scheduler, model_output, timestep, sample, *, prev_sample=None, generator=None,
                            reduce="mean"):
     """One DDPM ancestral step (DDPM paper Eqs. 6-7) and its log-probability; see ddim_step_with_logprob."""
-    if not isinstance(scheduler, DDPMScheduler):
-        raise TypeError(f"ddpm_step_with_logprob needs a diffusers DDPMScheduler; got {type(scheduler).__name__}")
     mean, sigma = ddpm_mean_and_sigma(scheduler, model_output, timestep, sample)
     return _gaussian_step(mean, sigma, sample, prev_sample, generator, reduce, timestep)
 
 
-def step_with_logprob(scheduler, model_output, timestep, sample, *, eta=1.0, **kwargs):
-    """Dispatch to the DDIM or DDPM step by scheduler type (eta is DDIM's; DDPM is always eta = 1)."""
+def flow_sde_step_with_logprob(scheduler, model_output, timestep, sample, *, noise_level=0.7, prev_sample=None,
+                               generator=None, reduce="mean"):
+    """One step of Flow-GRPO's SDE from sigma to the next sigma of the schedule, and log p(x_next | x, c).
+
+    scheduler: a FlowMatchEulerDiscreteScheduler after set_timesteps; model_output: the velocity v (B, C, H, W);
+    timestep: a value of scheduler.timesteps (int, float or a (B,) tensor). The step is flow_mean_and_sigma's
+    Gaussian; otherwise as ddim_step_with_logprob (same next sample and log-prob as Flow-GRPO's
+    sde_step_with_logprob for the same noise: tests/test_flow.py).
+    """
+    mean, std = flow_mean_and_sigma(scheduler, model_output, timestep, sample, noise_level)
+    return _gaussian_step(mean, std, sample, prev_sample, generator, reduce, timestep)
+
+
+def step_with_logprob(scheduler, model_output, timestep, sample, *, eta=1.0, noise_level=0.7, **kwargs):
+    """Dispatch by scheduler type: DDIM (eta), DDPM (always eta = 1) or flow matching's SDE (noise_level)."""
+    if isinstance(scheduler, FlowMatchEulerDiscreteScheduler):
+        return flow_sde_step_with_logprob(scheduler, model_output, timestep, sample, noise_level=noise_level,
+                                          **kwargs)
     if isinstance(scheduler, DDIMScheduler):
         return ddim_step_with_logprob(scheduler, model_output, timestep, sample, eta=eta, **kwargs)
     if isinstance(scheduler, DDPMScheduler):
@@ -88,6 +104,7 @@ def step_with_logprob(scheduler, model_output, timestep, sample, *, eta=1.0, **k
 
 def ddim_mean_and_sigma(scheduler, model_output, timestep, sample, eta=1.0):
     """The Gaussian of a DDIM step: mu_theta(x_t) (B, C, H, W) fp32 and sigma_t (B,) fp32."""
+    _check_type(scheduler, DDIMScheduler, "ddim_step_with_logprob")
     _check_ready(scheduler)
     if not (math.isfinite(eta) and 0 < eta <= 1):
         raise ValueError(f"eta must be > 0 and <= 1 for a stochastic DDIM step with a log-probability (0 is "
@@ -109,15 +126,14 @@ def ddim_mean_and_sigma(scheduler, model_output, timestep, sample, eta=1.0):
 
 def ddpm_mean_and_sigma(scheduler, model_output, timestep, sample):
     """The Gaussian of a DDPM ancestral step ("fixed_small" variance, the posterior q(x_{t-1}|x_t, x0))."""
+    _check_type(scheduler, DDPMScheduler, "ddpm_step_with_logprob")
     _check_ready(scheduler)
     if scheduler.config.variance_type not in ("fixed_small", "fixed_small_log", "fixed_large"):
         raise ValueError(f"DDPMScheduler variance_type {scheduler.config.variance_type!r} is not supported; "
                          f"use 'fixed_small', 'fixed_small_log' or 'fixed_large'")
     t = _batch_timesteps(timestep, sample, scheduler)
+    index = _schedule_index(scheduler, t)                               # (B,)
     timesteps = scheduler.timesteps.to(sample.device)
-    index = (timesteps[None, :] == t[:, None]).int().argmax(1)         # position of t in the schedule
-    if not bool((timesteps[index] == t).all()):
-        raise ValueError(f"timesteps {t.tolist()} are not all in the scheduler's schedule {timesteps.tolist()}")
     prev_t = torch.cat([timesteps, timesteps.new_tensor([-1])])[index + 1]
     alphas_cumprod = scheduler.alphas_cumprod.to(sample.device, torch.float32)
     alpha_bar_t = alphas_cumprod[t]
@@ -128,14 +144,53 @@ def ddpm_mean_and_sigma(scheduler, model_output, timestep, sample):
     mean = (a_prev.sqrt() * b_t * x0_hat + (1 - b_t).sqrt() * (1 - a_prev) * sample.float()) / (1 - a_t)
     if scheduler.config.variance_type == "fixed_large":
         variance = beta_t
-    else:  # diffusers clamps it to 1e-20 (for its log); the step to t = 0 with steps_offset=1 has variance 0
+    else:  # 0 on the last step, to x_0 (alpha_bar_prev = 1), where diffusers clamps it to 1e-20 for its log
         variance = (1 - alpha_bar_prev) / (1 - alpha_bar_t) * beta_t
     sigma_t = _floor(torch.where(t > 0, variance.sqrt(), torch.zeros(())))  # diffusers adds no noise at t = 0
     return mean, sigma_t
 
 
-def mean_and_sigma(scheduler, model_output, timestep, sample, eta=1.0):
-    """The Gaussian of a DDIM or DDPM step: (mu_theta (B, C, H, W), sigma_t (B,)), by scheduler type."""
+def flow_mean_and_sigma(scheduler, model_output, timestep, sample, noise_level=0.7):
+    """The Gaussian of a step of Flow-GRPO's SDE (FLOW.md): (mu (B, C, H, W), std (B,)), fp32.
+
+    Rectified flow: x_sigma = (1 - sigma) x_0 + sigma noise, v = noise - x_0. From sigma to the next sigma of
+    the schedule, dt = sigma_next - sigma < 0, with exploration noise s = noise_level * sqrt(sigma / (1 - sigma)):
+        mu  = x + [v + s^2 / (2 sigma) (x + (1 - sigma) v)] dt,    std = s sqrt(-dt),
+    the Euler-Maruyama step of dx = [v + s^2/(2 sigma) (x + (1 - sigma) v)] dt + s dw, whose marginals are the
+    ODE's (x + (1 - sigma) v is the predicted noise, -sigma times the score). At sigma = 1, s uses 1 - sigma_1
+    (the schedule's second sigma) as Flow-GRPO does; that step's std is then noise_level whatever the schedule.
+    std is the step's standard deviation (DDIM's sigma_t), not the flow time sigma; a step from sigma = 0
+    (std 0) is deterministic.
+    Provenance: the SDE of Liu et al. 2025 (Flow-GRPO), written here from its equations and checked against
+    yifan123/flow_grpo's sd3_sde_with_logprob.py; unlike it, a timestep may be a number, and a step from
+    sigma = 0 is deterministic rather than 0/0.
+    """
+    _check_type(scheduler, FlowMatchEulerDiscreteScheduler, "flow_sde_step_with_logprob")
+    _check_ready(scheduler)
+    if scheduler.config.get("invert_sigmas", False):
+        raise ValueError("schedulers with invert_sigmas=True are not supported (sigma must fall from 1 to 0, as "
+                         "SD3's does); set invert_sigmas=False")
+    if not (math.isfinite(noise_level) and noise_level > 0):
+        raise ValueError(f"noise_level must be a finite number > 0 for a stochastic flow step with a log-probability "
+                         f"(0 is the deterministic ODE; Flow-GRPO uses 0.7); got noise_level={noise_level}")
+    t = torch.as_tensor(timestep, device=sample.device, dtype=torch.float32)
+    index = _schedule_index(scheduler, _per_batch(t, sample))          # (B,)
+    sigmas = scheduler.sigmas.to(sample.device, torch.float32)           # (T+1,) ending with 0
+    sigma, sigma_next = sigmas[index], sigmas[index + 1]                 # (B,)
+    dt = sigma_next - sigma                                               # (B,), < 0
+    denominator = 1 - torch.where(sigma == 1, sigmas[1], sigma)         # 1 - sigma; 1 - sigma_1 at sigma = 1
+    s = noise_level * (sigma / denominator).sqrt()                        # (B,)
+    # s^2 / (2 sigma) as noise_level^2 / (2 (1 - sigma)): the same, and finite at sigma = 0
+    k, sigma_, dt_ = (_per_sample(u, sample) for u in (noise_level**2 / (2 * denominator), sigma, dt))
+    x, v = sample.float(), model_output.float()
+    mean = x + (v + k * (x + (1 - sigma_) * v)) * dt_
+    return mean, _floor(s * (-dt).sqrt())
+
+
+def mean_and_sigma(scheduler, model_output, timestep, sample, eta=1.0, noise_level=0.7):
+    """The Gaussian of a DDIM, DDPM or flow SDE step: (mu_theta (B, C, H, W), sigma_t (B,)), by scheduler type."""
+    if isinstance(scheduler, FlowMatchEulerDiscreteScheduler):
+        return flow_mean_and_sigma(scheduler, model_output, timestep, sample, noise_level)
     if isinstance(scheduler, DDIMScheduler):
         return ddim_mean_and_sigma(scheduler, model_output, timestep, sample, eta)
     if isinstance(scheduler, DDPMScheduler):
@@ -143,17 +198,18 @@ def mean_and_sigma(scheduler, model_output, timestep, sample, eta=1.0):
     raise _unsupported(scheduler)
 
 
-def step_sigmas(scheduler, eta=1.0):
-    """sigma_t of every step of the scheduler's current schedule, (T,) fp32, for checks and floors."""
+def step_sigmas(scheduler, eta=1.0, noise_level=0.7):
+    """sigma_t (a flow step's std) of every step of the scheduler's current schedule, (T,) fp32."""
     _check_ready(scheduler)
     x = torch.zeros(len(scheduler.timesteps), 1, 1, 1)
-    return mean_and_sigma(scheduler, x, scheduler.timesteps, x, eta)[1]
+    return mean_and_sigma(scheduler, x, scheduler.timesteps, x, eta, noise_level)[1]
 
 
 def _gaussian_step(mean, sigma, sample, prev_sample, generator, reduce, timestep):
     """Sample x_{t-1} ~ N(mean, sigma^2) (or take the given one) and return it with its log-probability.
 
-    Where sigma_t = 0 (below SIGMA_MIN: DDIM with steps_offset=0 at its last step, DDPM's last step) the
+    Where sigma_t = 0 (below SIGMA_MIN: DDIM with steps_offset=0 at its last step, DDPM's last step, a flow
+    step from sigma = 0) the
     step is deterministic: sampling through it is fine and its log_prob is reported as 0, but asking for the
     density of a given x_{t-1} there is an error, because it has none (DDPO's code returns NaN, and one
     PPO update on it turns the weights to NaN). DiffusionPolicy never trains on steps with small sigma_t.
@@ -163,7 +219,8 @@ def _gaussian_step(mean, sigma, sample, prev_sample, generator, reduce, timestep
         t = torch.as_tensor(timestep, device=sigma.device).expand(len(sample))[deterministic].tolist()
         raise ValueError(f"log-probability requested at timestep(s) {t} where sigma_t = 0 (or below SIGMA_MIN="
                          f"{SIGMA_MIN:.1e}): a deterministic step has no density. DDIMScheduler with "
-                         f"steps_offset=0 and DDPMScheduler end on such a step; leave these steps out of training")
+                         f"steps_offset=0 and DDPMScheduler end on such a step, and a flow step from sigma = 0 is "
+                         f"one; leave these steps out of training")
     if prev_sample is None:
         noise = randn_tensor(mean.shape, generator=generator, device=mean.device, dtype=torch.float32)
         prev_sample = mean + _per_sample(sigma, mean) * noise
@@ -175,7 +232,16 @@ def _gaussian_step(mean, sigma, sample, prev_sample, generator, reduce, timestep
 
 def _unsupported(scheduler):
     return TypeError(f"scheduler {type(scheduler).__name__} is not supported: use DDIMScheduler (with "
-                     f"eta > 0) or DDPMScheduler, e.g. DDIMScheduler.from_config(pipe.scheduler.config)")
+                     f"eta > 0) or DDPMScheduler for a UNet, e.g. DDIMScheduler.from_config(pipe.scheduler.config), "
+                     f"or FlowMatchEulerDiscreteScheduler for a flow-matching model (SD3)")
+
+
+def _check_type(scheduler, cls, step):
+    """A TypeError naming the step, the scheduler it needs and the one given."""
+    if not isinstance(scheduler, cls):
+        hint = ("mdp.step_with_logprob picks the step by scheduler type" if isinstance(scheduler, SUPPORTED)
+                else f"use {cls.__name__}.from_config(scheduler.config)")
+        raise TypeError(f"{step} needs a diffusers {cls.__name__}; got {type(scheduler).__name__} ({hint})")
 
 
 def predict_x0_eps(scheduler, model_output, sample, alpha_bar_t):
@@ -204,13 +270,29 @@ def _check_ready(scheduler):
         raise ValueError("the scheduler has no schedule yet: call scheduler.set_timesteps(num_steps) first")
 
 
-def _batch_timesteps(timestep, sample, scheduler):
-    """timestep (int, 0-d or (B,) tensor) as a (B,) long tensor on sample's device, checked against the schedule."""
-    t = torch.as_tensor(timestep, device=sample.device).long()
+def _per_batch(t, sample):
+    """A 0-d or (B,) timestep tensor as (B,), one per sample."""
     if t.ndim == 0:
         t = t.expand(len(sample))
     if t.shape != (len(sample),):
-        raise ValueError(f"timestep must be an int or a tensor of shape ({len(sample)},); got shape {tuple(t.shape)}")
+        raise ValueError(f"timestep must be a number or a tensor of shape ({len(sample)},); got shape {tuple(t.shape)}")
+    return t
+
+
+def _schedule_index(scheduler, t):
+    """The position of each timestep t (B,) in scheduler.timesteps; a ValueError names those not in it."""
+    timesteps = scheduler.timesteps.to(t.device, t.dtype)
+    values, inverse = t.unique(return_inverse=True)                    # (U,), often one for the whole batch
+    found = timesteps[None, :] == values[:, None]                       # (U, T)
+    if not bool(found.any(1).all()):
+        raise ValueError(f"timesteps {values[~found.any(1)].tolist()} are not in the scheduler's schedule "
+                         f"{timesteps.tolist()}; pass values of scheduler.timesteps after set_timesteps")
+    return found.int().argmax(1)[inverse]                               # (B,)
+
+
+def _batch_timesteps(timestep, sample, scheduler):
+    """timestep (int, 0-d or (B,) tensor) as a (B,) long tensor on sample's device, checked against the schedule."""
+    t = _per_batch(torch.as_tensor(timestep, device=sample.device).long(), sample)
     n, offset = scheduler.config.num_train_timesteps, scheduler.config.steps_offset
     outside = (t < 0) | (t >= n)
     if bool(outside.any()):

@@ -1,15 +1,22 @@
-"""A text-conditional diffusion model as an RL policy: pi_theta(x_{t-1} | x_t, c).
+"""A text-conditional diffusion or flow model as an RL policy: pi_theta(x_{t-1} | x_t, c).
 
-The same class serves Stable Diffusion (latent space, through a VAE) and the tiny world (pixel space, no
-VAE): a diffusers UNet2DConditionModel, a DDIM or DDPM scheduler, a text encoder and its tokenizer.
-Classifier-free guidance is part of the policy: the action's mean comes from the guided noise prediction
-eps_u + w (eps_c - eps_u), at sampling and at training time alike, so the log-probabilities recomputed for
-PPO equal those stored at sampling (ratio 1 at the first update).
+The same class serves Stable Diffusion 1.x/2.x (latent space, through a VAE), the tiny world (pixel space, no
+VAE) and Stable Diffusion 3 (flow matching): a denoiser, a scheduler, text encoder(s) and tokenizer(s).
+The scheduler's type picks the MDP step (minirl.mdp): DDIM or DDPM with `eta`, or Flow-GRPO's SDE with
+`noise_level` for a FlowMatchEulerDiscreteScheduler. The denoiser's type picks the two calls that differ
+(`denoise` and `encode_prompts`): a UNet2DConditionModel takes (x_t, t, text embeddings); SD3's
+SD3Transformer2DModel also takes a pooled text vector, and its prompts go through its pipeline's
+encode_prompt (two CLIP encoders and an optional T5).
+Classifier-free guidance is part of the policy: the action's mean comes from the guided model output
+out_u + w (out_c - out_u) (noise or velocity), at sampling and at training time alike, so the log-probabilities
+recomputed for PPO equal those stored at sampling (ratio 1 at the first update).
 """
 
+import copy
 from dataclasses import dataclass
 
 import torch
+from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
 from diffusers.utils.torch_utils import randn_tensor
 
 from minirl.mdp import gaussian_log_prob, mean_and_sigma, step_sigmas, step_with_logprob
@@ -21,34 +28,49 @@ class Trajectory:
     latents: torch.Tensor        # (B, T+1, C, H, W) x_T ... x_0, fp32
     log_probs: torch.Tensor      # (B, T) log p(x_{t-1} | x_t, c) when sampled
     timesteps: torch.Tensor      # (T,) the scheduler's timesteps, x_T's first
-    prompt_embeds: torch.Tensor  # (B, L, D)
+    prompt_embeds: torch.Tensor  # (B, L, D); SD3: (B, L + 1, W), the pooled vector as the last row
     prompts: list
 
 
 class DiffusionPolicy:
-    """UNet + scheduler + text encoder + tokenizer (+ optional VAE), with classifier-free guidance.
+    """Denoiser + scheduler + text encoder + tokenizer (+ optional VAE), with classifier-free guidance.
 
-    min_sigma: steps whose sigma_t is below it are sampled as usual but never trained on. With 20 DDIM
-    steps of Stable Diffusion's schedule the last two have sigma_t 0.041 and 0.021 (0.167 one step
-    earlier); a weight change moves their log-probability 1/sigma_t times faster, and a step with sigma_t = 0
-    (steps_offset=0, or DDPM's step to t = 0) has no log-probability at all.
+    unet: the denoiser the policy trains, a UNet2DConditionModel or an SD3Transformer2DModel (the attribute
+    keeps the UNet's name, which the trainer uses). text_encoder: its device is the policy's.
+    eta: DDIM's noise, in (0, 1]; noise_level: the flow SDE's (Flow-GRPO: 0.7); the scheduler uses its own.
+    prompt_encoder: prompts -> (embeddings (B, L, D), pooled (B, P)), needed by SD3 (sd.policy_from_pipeline
+    passes its pipeline's encode_prompt); without it, the tokenizer and the text encoder's last hidden state.
+    min_sigma: steps whose sigma_t (a flow step's std) is below it are sampled as usual but never trained on.
+    With 20 DDIM steps of Stable Diffusion's schedule the last two have sigma_t 0.041 and 0.021 (0.167 one
+    step earlier); a weight change moves their log-probability 1/sigma_t times faster, and a step with
+    sigma_t = 0 (steps_offset=0, or DDPM's last step: sigma_t below mdp.SIGMA_MIN counts as 0) has no
+    log-probability. SD3's 10 flow steps (shift 3, noise_level 0.7) have std 0.70, 0.74, 0.54, ..., 0.23 and
+    0.006 at the last step, so 0.05 leaves out the last step only, as Flow-GRPO does (it trains 9 of 10).
     """
 
     def __init__(self, unet, scheduler, text_encoder, tokenizer, vae=None, *, num_steps=20, eta=1.0,
-                 guidance_scale=5.0, min_sigma=0.05):
+                 noise_level=0.7, guidance_scale=5.0, min_sigma=0.05, prompt_encoder=None):
         if not (isinstance(num_steps, int) and num_steps >= 1):
             raise ValueError(f"num_steps must be an int >= 1; got {num_steps!r}")
         if guidance_scale < 0:
             raise ValueError(f"guidance_scale must be >= 0 (1 or less turns guidance off); got {guidance_scale}")
+        scheduler = copy.deepcopy(scheduler)  # the policy owns its schedule: set_timesteps elsewhere cannot move it
         self.unet, self.scheduler, self.text_encoder, self.tokenizer, self.vae = \
             unet, scheduler, text_encoder, tokenizer, vae
-        self.eta, self.guidance_scale, self.min_sigma = eta, guidance_scale, min_sigma
+        self.eta, self.noise_level, self.guidance_scale, self.min_sigma = eta, noise_level, guidance_scale, min_sigma
+        self.flow = isinstance(scheduler, FlowMatchEulerDiscreteScheduler)
+        self.sd3 = isinstance(unet, SD3Transformer2DModel)  # kept, as below: a DDP wrapper hides type and config
+        if self.sd3 and prompt_encoder is None:
+            raise ValueError("an SD3 transformer needs prompt_encoder (its pipeline's encode_prompt, with the pooled "
+                             "text vector): build the policy with minirl.sd.policy_from_pipeline(pipe)")
+        self.prompt_encoder = prompt_encoder
+        self.text_widths = (unet.config.joint_attention_dim, unet.config.pooled_projection_dim) if self.sd3 else None
         scheduler.set_timesteps(num_steps)
-        self.sigmas = step_sigmas(scheduler, eta)                           # (T,)
+        self.sigmas = step_sigmas(scheduler, eta, noise_level)              # (T,)
         self.trainable_steps = torch.nonzero((self.sigmas >= min_sigma) & (self.sigmas > 0)).flatten()
         if len(self.trainable_steps) == 0:
             raise ValueError(f"no step has sigma_t >= min_sigma={min_sigma} (largest {self.sigmas.max():.4f}); "
-                             f"lower min_sigma or raise eta")
+                             f"lower min_sigma or raise {'noise_level' if self.flow else 'eta'}")
         size = unet.config.sample_size
         self.latent_shape = (unet.config.in_channels, size, size)            # kept: a DDP wrapper hides config
         self._uncond_embeds = None
@@ -67,6 +89,9 @@ class DiffusionPolicy:
 
     @torch.no_grad()
     def encode_prompts(self, prompts):
+        """The prompts' embeddings, (B, L, D); SD3's with the pooled vector packed in (pack_prompt)."""
+        if self.prompt_encoder is not None:
+            return pack_prompt(*self.prompt_encoder(list(prompts)))
         ids = self.tokenizer(list(prompts), padding="max_length", truncation=True, return_tensors="pt",
                              max_length=self.tokenizer.model_max_length).input_ids
         return self.text_encoder(ids.to(self.device))[0]                     # (B, L, D)
@@ -76,22 +101,30 @@ class DiffusionPolicy:
             self._uncond_embeds = self.encode_prompts([""])                 # (1, L, D)
         return self._uncond_embeds
 
+    def denoise(self, x_t, t, prompt_embeds):
+        """One call of the denoiser, unguided: the UNet's prediction (noise, v or x0) or SD3's velocity v."""
+        if self.sd3:
+            embeds, pooled = unpack_prompt(prompt_embeds, *self.text_widths)
+            return self.unet(hidden_states=x_t, timestep=t, encoder_hidden_states=embeds,
+                             pooled_projections=pooled).sample
+        return self.unet(x_t, t, encoder_hidden_states=prompt_embeds).sample
+
     def predict_noise(self, x_t, t, prompt_embeds):
-        """The (guided) model output at (x_t, t, c); x_t (B, C, H, W), t int or (B,), embeds (B, L, D)."""
+        """The (guided) model output at (x_t, t, c); x_t (B, C, H, W), t a number or (B,), embeds (B, L, D)."""
         t = torch.as_tensor(t, device=x_t.device).expand(len(x_t))
         dtype = prompt_embeds.dtype
         if not self.do_cfg:
-            return self.unet(x_t.to(dtype), t, encoder_hidden_states=prompt_embeds).sample.float()
+            return self.denoise(x_t.to(dtype), t, prompt_embeds).float()
         uncond = self.uncond_embeds().expand(len(x_t), -1, -1).to(dtype)
-        out = self.unet(torch.cat([x_t, x_t]).to(dtype), torch.cat([t, t]),
-                        encoder_hidden_states=torch.cat([uncond, prompt_embeds])).sample.float()
-        eps_u, eps_c = out.chunk(2)
-        return eps_u + self.guidance_scale * (eps_c - eps_u)
+        out = self.denoise(torch.cat([x_t, x_t]).to(dtype), torch.cat([t, t]),
+                           torch.cat([uncond, prompt_embeds])).float()
+        out_u, out_c = out.chunk(2)
+        return out_u + self.guidance_scale * (out_c - out_u)
 
     def step(self, x_t, t, prompt_embeds, prev_sample=None, generator=None):
         """One policy step: returns (x_{t-1}, log_prob (B,)); with prev_sample given, its log-probability."""
         model_output = self.predict_noise(x_t, t, prompt_embeds)
-        return step_with_logprob(self.scheduler, model_output, t, x_t, eta=self.eta,
+        return step_with_logprob(self.scheduler, model_output, t, x_t, eta=self.eta, noise_level=self.noise_level,
                                  prev_sample=prev_sample, generator=generator)
 
     @torch.no_grad()
@@ -121,7 +154,8 @@ class DiffusionPolicy:
 
     def transition(self, x_t, t, prompt_embeds):
         """The action distribution pi_theta(. | x_t, c) = N(mean, sigma_t^2): (mean (B, C, H, W), sigma (B,))."""
-        return mean_and_sigma(self.scheduler, self.predict_noise(x_t, t, prompt_embeds), t, x_t, self.eta)
+        return mean_and_sigma(self.scheduler, self.predict_noise(x_t, t, prompt_embeds), t, x_t, self.eta,
+                              self.noise_level)
 
     def log_prob(self, x_t, x_prev, t, prompt_embeds):
         """log p_theta(x_prev | x_t, c) of stored transitions under the current weights, (B,), with grad;
@@ -131,29 +165,60 @@ class DiffusionPolicy:
 
     @torch.no_grad()
     def decode(self, latents):
-        """Final latents (B, C, h, w) -> images (B, 3, H, W) in [0, 1]."""
+        """Final latents (B, C, h, w) -> images (B, 3, H, W) in [0, 1]; latents = (z - shift) * scale (SD3 shifts)."""
         if self.vae is not None:
-            latents = self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
+            scale, shift = self.vae.config.scaling_factor, self.vae.config.shift_factor or 0.0
+            latents = self.vae.decode(latents.to(self.vae.dtype) / scale + shift).sample
         return (latents.float() / 2 + 0.5).clamp(0, 1)
 
     @torch.no_grad()
     def encode_images(self, images):
-        """Images (B, 3, H, W) in [0, 1] -> x_0 in the space the UNet denoises (latents or pixels)."""
+        """Images (B, 3, H, W) in [0, 1] -> x_0 in the space the denoiser works in (latents or pixels)."""
         x = images.to(self.device) * 2 - 1
         if self.vae is None:
             return x
-        return self.vae.encode(x.to(self.vae.dtype)).latent_dist.sample() * self.vae.config.scaling_factor
+        scale, shift = self.vae.config.scaling_factor, self.vae.config.shift_factor or 0.0
+        return (self.vae.encode(x.to(self.vae.dtype)).latent_dist.sample() - shift) * scale
 
     def denoising_prediction(self, x0, prompt_embeds, generator=None, timesteps=None):
-        """For L_pre (paper Eq. 9): noise x0 at t (timesteps (B,), default uniform), return (model prediction,
-        its target)."""
+        """For L_pre (paper Eq. 9): noise x0 at timesteps (B,), return (model prediction, its target).
+
+        Diffusion: x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise, t uniform in [0, T); the target
+        is what the UNet predicts (noise, v or x0). Flow matching: x_sigma = (1 - sigma) x0 + sigma noise,
+        target v = noise - x0, so the loss is ||v - v_theta||^2; sigma = sigmoid(u), u ~ N(0, 1) (SD3's
+        logit-normal sampling, Esser et al. 2024, Sec. 3.1), then shifted by the scheduler's shift as the SD3
+        training scripts of diffusers do; timesteps are sigma * num_train_timesteps, the transformer's input.
+        """
         n = self.scheduler.config.num_train_timesteps
-        t = torch.randint(0, n, (len(x0),), generator=generator) if timesteps is None else timesteps
-        t = t.to(x0.device)
-        noise = randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-        x_t = self.scheduler.add_noise(x0, noise, t)
-        target = {"epsilon": lambda: noise, "sample": lambda: x0,
-                  "v_prediction": lambda: self.scheduler.get_velocity(x0, noise, t)}[
-            self.scheduler.config.prediction_type]()
-        pred = self.unet(x_t.to(prompt_embeds.dtype), t, encoder_hidden_states=prompt_embeds).sample
+        if self.flow:
+            if timesteps is None:
+                u, shift = torch.sigmoid(torch.randn(len(x0), generator=generator)), self.scheduler.config.shift
+                timesteps = n * shift * u / (1 + (shift - 1) * u)
+            t = timesteps.to(x0.device, torch.float32)
+            sigma = (t / n).reshape(-1, *([1] * (x0.ndim - 1)))
+            noise = randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+            x_t, target = (1 - sigma) * x0 + sigma * noise, noise - x0
+        else:
+            t = torch.randint(0, n, (len(x0),), generator=generator) if timesteps is None else timesteps
+            t = t.to(x0.device)
+            noise = randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+            x_t = self.scheduler.add_noise(x0, noise, t)
+            target = {"epsilon": lambda: noise, "sample": lambda: x0,
+                      "v_prediction": lambda: self.scheduler.get_velocity(x0, noise, t)}[
+                self.scheduler.config.prediction_type]()
+        pred = self.denoise(x_t.to(prompt_embeds.dtype), t, prompt_embeds)
         return pred.float(), target.float()
+
+
+def pack_prompt(embeds, pooled):
+    """SD3's prompt, token embeddings (B, L, D) and pooled vector (B, P), as one tensor (B, L + 1, max(D, P))
+    whose last row is the pooled vector (zero-padded), so that the trainer stores, batches and indexes it as it
+    does SD's (B, L, D). SD 3.5: D = 4,096, P = 2,048."""
+    width = max(embeds.shape[-1], pooled.shape[-1])
+    rows = [torch.nn.functional.pad(e, (0, width - e.shape[-1])) for e in (embeds, pooled[:, None])]
+    return torch.cat(rows, dim=1)                                        # (B, L + 1, W)
+
+
+def unpack_prompt(packed, width, pooled_width):
+    """pack_prompt's inverse: (embeds (B, L, width), pooled (B, pooled_width))."""
+    return packed[:, :-1, :width], packed[:, -1, :pooled_width]

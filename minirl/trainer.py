@@ -29,7 +29,8 @@ from minirl.rewards import validate
 from minirl.tasks import seed_for
 
 
-RESUMABLE_CHANGES = {"epochs", "save_every", "keep_checkpoints", "image_every"}
+# what a resumed run may change: its length and its logging (config fields and command-line arguments)
+RESUMABLE_CHANGES = {"epochs", "save_every", "keep_checkpoints", "image_every", "resume", "tracker"}
 
 
 @dataclass
@@ -50,18 +51,27 @@ class TrainConfig:
     weight_decay: float = 1e-4       # AdamW weight decay (DDPO's)
     max_grad_norm: float = 1.0       # gradient clipping
     pretrain_beta: float = 0.0       # weight of the L_pre step (0: no regulariser)
+    pretrain_uncond_fraction: float = 0.1  # L_pre samples whose caption is dropped (SD's training drops 10%)
     kl_weight: float = 0.0           # weight of KL to the pretrained model (LoRA disabled; DPOK uses 0.01)
     seed: int = 0
     out: str = "runs/rl"             # run folder: metrics.jsonl, config.json, images/, checkpoints/
     save_every: int = 1              # checkpoint every N epochs (and at the end)
-    keep_checkpoints: int = 2
+    keep_checkpoints: int = 2        # the newest N checkpoints are kept (>= 1)
     image_every: int = 1             # image grid every N epochs (0: never)
 
     def check(self, num_processes, num_tasks):
-        """Validate the batch arithmetic before any work; return the per-process sample count."""
-        for name in ("epochs", "samples_per_epoch", "sample_batch_size", "train_batch_size", "inner_epochs"):
-            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
-                raise ValueError(f"{name} must be an int >= 1; got {getattr(self, name)!r}")
+        """Validate every setting and the batch arithmetic before any work; return the per-process sample count."""
+        for name in ("epochs", "samples_per_epoch", "sample_batch_size", "train_batch_size", "inner_epochs",
+                     "save_every", "keep_checkpoints"):
+            check_number(self, name, minimum=1, integer=True)
+        for name in ("train_micro_batch", "image_every", "seed"):
+            check_number(self, name, minimum=0, integer=True)
+        for name in ("clip_range", "adv_clip", "lr", "max_grad_norm"):
+            check_number(self, name, minimum=0, inclusive=False)
+        for name in ("weight_decay", "pretrain_beta", "kl_weight"):
+            check_number(self, name, minimum=0)
+        check_number(self, "timestep_fraction", minimum=0, inclusive=False, maximum=1)
+        check_number(self, "pretrain_uncond_fraction", minimum=0, maximum=1)
         if self.samples_per_epoch % num_processes:
             raise ValueError(f"samples_per_epoch={self.samples_per_epoch} must divide among {num_processes} "
                              f"processes; valid: a multiple of {num_processes}")
@@ -72,8 +82,6 @@ class TrainConfig:
         if local % self.train_batch_size:
             raise ValueError(f"samples per process ({local}) must be a multiple of train_batch_size="
                              f"{self.train_batch_size}; valid train batch sizes: {_divisors(local)}")
-        if not 0 < self.timestep_fraction <= 1:
-            raise ValueError(f"timestep_fraction must be in (0, 1]; got {self.timestep_fraction}")
         choices = {"loss": ("ppo", "reinforce"), "advantages": ("batch", "per_prompt", "group")}
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
@@ -81,6 +89,19 @@ class TrainConfig:
         if num_tasks < 1:
             raise ValueError("give at least one task")
         return local
+
+
+def check_number(config, name, minimum, integer=False, inclusive=True, maximum=None, label=None):
+    """Raise a ValueError naming the setting (`label`, default `name`), its value and the valid range unless
+    config.<name> is a finite number (or an int) in range."""
+    value = getattr(config, name)
+    kind = "an int" if integer else "a finite number"
+    valid = (isinstance(value, int) and not isinstance(value, bool)) if integer else \
+        (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value))
+    valid = valid and (value >= minimum if inclusive else value > minimum) and (maximum is None or value <= maximum)
+    if not valid:
+        bounds = f"{'>=' if inclusive else '>'} {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
+        raise ValueError(f"{label or name} must be {kind} {bounds}; got {value!r}")
 
 
 class Trainer:
@@ -119,7 +140,7 @@ class Trainer:
         optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)
         policy.unet, self.optimizer = self.acc.prepare(policy.unet, optimizer)
         self.trackers = {t.name: adv.PerPromptStatTracker() for t in self.tasks}
-        self.epoch, self.global_step = 0, 0
+        self.epoch, self.global_step, self.skipped_steps = 0, 0, 0
         self.n_train = max(1, int(len(policy.trainable_steps) * config.timestep_fraction))
         self.log = runlog.RunLog(Path(config.out), self.acc, run_info or {})
 
@@ -139,6 +160,7 @@ class Trainer:
                 metrics.update(self.pretrain_step())
             self.epoch += 1
             metrics = {"epoch": self.epoch, "global_step": self.global_step, **metrics,
+                       **({"skipped_steps": self.skipped_steps} if self.acc.scaler is not None else {}),
                        "epoch_seconds": time.perf_counter() - start}
             self.log.metrics(metrics)
             if self.epoch % self.cfg.save_every == 0 or self.epoch == self.cfg.epochs:
@@ -154,24 +176,9 @@ class Trainer:
     def sample(self, task, k):
         """Roll out this process's share of the task's samples, score them, and compute advantages over the
         global batch. Returns (batch of tensors for training, reward statistics)."""
-        cfg, acc, policy = self.cfg, self.acc, self.policy
+        cfg, acc = self.cfg, self.acc
         first = acc.process_index * self.local_samples
-        chains, rewards, prompts, infos = [], [], [], []
-        for b in range(first, first + self.local_samples, cfg.sample_batch_size):
-            indices = range(b, b + cfg.sample_batch_size)
-            batch_prompts, metadata = task.draw(cfg.seed, self.epoch, k, indices)
-            generators = [torch.Generator().manual_seed(seed_for(cfg.seed, self.epoch, k, i, "noise"))
-                          for i in indices]
-            traj = policy.rollout(batch_prompts, generators)
-            _check_finite(traj.log_probs, "sampled log_probs", self.epoch, task.name)
-            images = policy.decode(traj.latents[:, -1])
-            r, info = self.reward(task, images, batch_prompts, metadata)
-            chains.append(traj)
-            rewards.append(r)
-            prompts += batch_prompts
-            infos.append(info)
-            if b == first and self.log.want_images(self.epoch + 1, cfg.image_every):
-                self.log.images(images, batch_prompts, r, f"{task.name}_epoch{self.epoch + 1:04d}")
+        chains, rewards, prompts, infos = self._agree(lambda: self.rollouts(task, k, first))
         local = torch.cat(rewards).to(acc.device)
         global_rewards = acc.gather(local).cpu()
         mode = task.advantages or cfg.advantages
@@ -194,8 +201,29 @@ class Trainer:
             "first": first,
         }
         stats = {"reward_mean": global_rewards.mean().item(), "reward_std": global_rewards.std(unbiased=False).item()}
-        stats.update(_mean(infos))  # the reward's own info, averaged over this process's batches
+        stats.update(self._mean_over_processes(_mean(infos)))  # the reward's own info, over all batches
         return batch, stats
+
+    def rollouts(self, task, k, first):
+        """This process's chains, rewards (validated), prompts and reward infos, batch by batch."""
+        cfg, policy = self.cfg, self.policy
+        chains, rewards, prompts, infos = [], [], [], []
+        for b in range(first, first + self.local_samples, cfg.sample_batch_size):
+            indices = range(b, b + cfg.sample_batch_size)
+            batch_prompts, metadata = task.draw(cfg.seed, self.epoch, k, indices)
+            generators = [torch.Generator().manual_seed(seed_for(cfg.seed, self.epoch, k, i, "noise"))
+                          for i in indices]
+            traj = policy.rollout(batch_prompts, generators)
+            _check_finite(traj.log_probs, "sampled log_probs", self.epoch, task.name)
+            images = policy.decode(traj.latents[:, -1])
+            r, info = self.reward(task, images, batch_prompts, metadata)
+            chains.append(traj)
+            rewards.append(r)
+            prompts += batch_prompts
+            infos.append(info)
+            if b == first and self.log.want_images(self.epoch + 1, cfg.image_every):
+                self.log.images(images, batch_prompts, r, f"{task.name}_epoch{self.epoch + 1:04d}")
+        return chains, rewards, prompts, infos
 
     def reward(self, task, images, prompts, metadata):
         if not task.distribution:
@@ -218,8 +246,9 @@ class Trainer:
             for start in range(0, n, cfg.train_batch_size):
                 rows = shuffle[start:start + cfg.train_batch_size]
                 infos.append(self.update(task, batch, rows, inner, k))
-        metrics = _mean(infos)
-        metrics["max_abs_log_ratio_first_update"] = infos[0]["max_abs_log_ratio"]
+        metrics = self._mean_over_processes(_mean(infos))
+        first = torch.tensor([infos[0]["max_abs_log_ratio"]], device=acc.device)
+        metrics["max_abs_log_ratio_first_update"] = float(acc.gather(first).max())
         return metrics
 
     def update(self, task, batch, rows, inner, k):
@@ -240,7 +269,6 @@ class Trainer:
             sync = c == len(chunks) - 1
             with acc.autocast(), (nullcontext() if sync else acc.no_sync(policy.unet)):
                 log_prob, (mean, sigma) = policy.log_prob(x_t, x_prev, t, batch["embeds"][i])
-                _check_finite(log_prob, "recomputed log_prob", self.epoch, task.name, t)
                 old = batch["log_probs"][i, j]
                 if cfg.loss == "ppo":
                     loss, info = ppo_loss(log_prob, old, batch["advantages"][i], cfg.clip_range)
@@ -250,7 +278,8 @@ class Trainer:
                     kl, kl_info = kl_to_reference(mean, self.reference_mean(x_t, t, batch["embeds"][i]), sigma)
                     loss = loss + cfg.kl_weight * kl
                     info.update(kl_info)
-                _check_finite(loss, "loss", self.epoch, task.name, t)
+                self._agree(lambda: (_check_finite(log_prob, "recomputed log_prob", self.epoch, task.name, t),
+                                     _check_finite(loss, "loss", self.epoch, task.name, t)))
                 acc.backward(loss * len(chunk) / len(pairs))
             infos.append(info)
             max_abs_log_ratio = max(max_abs_log_ratio, float((log_prob.detach() - old).abs().max()))
@@ -269,11 +298,15 @@ class Trainer:
             unet.enable_adapters()
 
     def step(self, where):
-        """Clip, check and apply the accumulated gradient; returns its norm before clipping."""
+        """Clip, check and apply the accumulated gradient; returns its norm before clipping. Under fp16's loss
+        scaler an inf norm is an overflow the scaler handles (it skips the step and lowers the scale), counted
+        in `skipped_steps`; otherwise a non-finite norm stops the run."""
         grad_norm = self.acc.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
-        _check_finite(grad_norm, "gradient norm", self.epoch, where)
+        if self.acc.scaler is None:
+            _check_finite(grad_norm, "gradient norm", self.epoch, where)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        self.skipped_steps += int(self.acc.optimizer_step_was_skipped)
         self.global_step += 1
         return grad_norm
 
@@ -282,14 +315,41 @@ class Trainer:
         policy = self.policy
         generator = _gen(self.cfg.seed, self.epoch, "pretrain", self.acc.process_index)
         images, prompts = self.pretrain_data(generator)
+        if self.cfg.pretrain_uncond_fraction > 0:  # caption dropout, as SD's training: L_pre anchors eps_u too
+            drop = torch.rand(len(prompts), generator=generator) < self.cfg.pretrain_uncond_fraction
+            prompts = ["" if d else p for p, d in zip(prompts, drop.tolist())]
         with self.acc.autocast():
             x0, embeds = policy.encode_images(images), policy.encode_prompts(prompts)
             pred, target = policy.denoising_prediction(x0, embeds, generator)
             loss, info = denoising_loss(pred, target)
-            _check_finite(loss, "L_pre", self.epoch, "pretrain")
+            self._agree(lambda: _check_finite(loss, "L_pre", self.epoch, "pretrain"))
             self.acc.backward(self.cfg.pretrain_beta * loss)
         info["pretrain_grad_norm"] = self.step("pretrain")
-        return _mean([info])
+        return self._mean_over_processes(_mean([info]))
+
+    # -- several processes ---------------------------------------------------------------------------------
+    def _agree(self, fn):
+        """fn() on every process; if it raises on any, raise on all (the failing process's own error, a
+        RuntimeError naming it elsewhere), so that no process waits forever in the next collective."""
+        try:
+            out, error = fn(), None
+        except Exception as e:  # noqa: BLE001 -- re-raised below, on every process
+            out, error = None, e
+        if self.acc.num_processes > 1:
+            from accelerate.utils import gather_object
+            failed = [m for m in gather_object([f"{type(error).__name__}: {error}" if error else ""]) if m]
+            if failed and error is None:
+                raise RuntimeError(f"another process failed, so this one stops too: {failed[0]}")
+        if error is not None:
+            raise error
+        return out
+
+    def _mean_over_processes(self, metrics):
+        """Each metric averaged over the processes (each saw its own share of the samples)."""
+        if self.acc.num_processes == 1 or not metrics:
+            return metrics
+        values = self.acc.reduce(torch.tensor([float(v) for v in metrics.values()], device=self.acc.device), "mean")
+        return dict(zip(metrics, values.tolist()))
 
     # -- reporting and checkpoints ------------------------------------------------------------------------
     def _key(self, task, name):
@@ -321,7 +381,9 @@ class Trainer:
         return {"trainable": {n: p for n, p in unet.named_parameters() if p.requires_grad},
                 "optimizer": self.optimizer.state_dict(), "rng": checkpoint.rng_state(),
                 "trackers": {k: t.state_dict() for k, t in self.trackers.items()},
-                "epoch": self.epoch, "global_step": self.global_step, "config": asdict(self.cfg)}
+                "epoch": self.epoch, "global_step": self.global_step, "skipped_steps": self.skipped_steps,
+                "config": asdict(self.cfg), "run": self.log.run_info,
+                "scaler": self.acc.scaler.state_dict() if self.acc.scaler is not None else None}
 
     def save(self):
         self.acc.wait_for_everyone()
@@ -337,11 +399,13 @@ class Trainer:
         if folder is None:
             raise FileNotFoundError(f"no checkpoint to resume under {self.cfg.out}/checkpoints")
         state = checkpoint.load_state(folder)
-        changed = {k: (v, getattr(self.cfg, k)) for k, v in state["config"].items()
-                   if k not in RESUMABLE_CHANGES and getattr(self.cfg, k) != v}
+        then = {**state.get("run", {}), **state["config"]}
+        now = {**self.log.run_info, **asdict(self.cfg)}
+        changed = [f"{k}: {then.get(k)!r} in the checkpoint, {now.get(k)!r} now" for k in sorted(set(then) | set(now))
+                   if k not in RESUMABLE_CHANGES and then.get(k) != now.get(k)]
         if changed:
-            raise ValueError(f"cannot resume {folder} with a different config: {changed} (checkpoint, now); "
-                             f"only {sorted(RESUMABLE_CHANGES)} may change")
+            raise ValueError(f"cannot resume {folder}: the run it continues was defined differently ("
+                             f"{'; '.join(changed)}); only {', '.join(sorted(RESUMABLE_CHANGES))} may change")
         unet = self.acc.unwrap_model(self.policy.unet)
         params = dict(unet.named_parameters())
         mismatch = set(state["trainable"]) ^ {n for n, p in params.items() if p.requires_grad}
@@ -355,7 +419,10 @@ class Trainer:
         checkpoint.set_rng_state(state["rng"])
         for name, tracker_state in state["trackers"].items():
             self.trackers[name].load_state_dict(tracker_state)
+        if state.get("scaler") is not None and self.acc.scaler is not None:
+            self.acc.scaler.load_state_dict(state["scaler"])
         self.epoch, self.global_step = state["epoch"], state["global_step"]
+        self.skipped_steps = state.get("skipped_steps", 0)
         self.log.resumed(self.epoch)
         return self
 

@@ -31,11 +31,16 @@ def test_make_tiny_sd_then_train_and_resume(tmp_path, capsys):
 
 
 def test_two_rewards_train_jointly(tiny_sd, tmp_path):
-    main(["train", "--pipeline", str(tiny_sd), *ARGS, "--epochs", "1", "--out", str(tmp_path),
+    """Algorithm 1: the tasks in turn. The first task samples before any update, with the seeds of task 0: its
+    rewards are exactly a single-task run's; the second scores +kB where the first scores -kB."""
+    main(["train", "--pipeline", str(tiny_sd), *ARGS, "--epochs", "1", "--out", str(tmp_path / "joint"),
           "--reward", "jpeg_compressibility,jpeg_incompressibility"])
-    (m,) = read_metrics(tmp_path)
-    assert m["jpeg_compressibility/reward_mean"] == pytest.approx(-m["jpeg_incompressibility/reward_mean"], rel=0.05)
-    assert m["global_step"] == 4  # 2 optimizer steps a task
+    main(["train", "--pipeline", str(tiny_sd), *ARGS, "--epochs", "1", "--out", str(tmp_path / "single")])
+    (joint,), (single,) = read_metrics(tmp_path / "joint"), read_metrics(tmp_path / "single")
+    assert joint["jpeg_compressibility/reward_mean"] == single["reward_mean"]
+    assert joint["jpeg_compressibility/reward_std"] == single["reward_std"]
+    assert joint["jpeg_compressibility/reward_mean"] < 0 < joint["jpeg_incompressibility/reward_mean"]
+    assert joint["global_step"] == 4  # 2 optimizer steps a task
 
 
 @pytest.mark.parametrize("extra, match", [
@@ -49,3 +54,17 @@ def test_two_rewards_train_jointly(tiny_sd, tmp_path):
 def test_bad_arguments_exit_with_a_message(tiny_sd, tmp_path, extra, match):
     with pytest.raises(SystemExit, match=match):
         main(["train", "--pipeline", str(tiny_sd), *ARGS, "--out", str(tmp_path), *extra])
+
+
+def test_make_tiny_rewards_writes_every_twin(tmp_path, capsys):
+    from minirl.rewards import MODELS
+    main(["make-tiny-rewards", str(tmp_path)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(MODELS)
+    assert "load one with --reward NAME=" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name, processes, machines", [("1gpu", 1, 1), ("8gpu", 8, 1), ("multinode", 128, 16)])
+def test_accelerate_configs_read_as_accelerate_reads_them(name, processes, machines):
+    from accelerate.commands.config.config_args import load_config_from_file
+    config = load_config_from_file(f"assets/accelerate/{name}.yaml")
+    assert (config.num_processes, config.num_machines, config.mixed_precision) == (processes, machines, "bf16")

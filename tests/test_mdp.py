@@ -58,7 +58,7 @@ def test_given_prev_sample_gives_same_log_prob_and_mixed_timesteps():
 
 
 def test_low_precision_model_output_computed_in_fp32():
-    """bf16 inputs are only rounded: the density equals fp64's on the rounded inputs (bf16 arithmetic is ~1e-2 off)."""
+    """bf16 inputs are only rounded: the density equals fp64's on the rounded inputs (bf16 arithmetic: ~1e-3 off)."""
     scheduler = ddim()
     x_t, eps = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
     t = int(scheduler.timesteps[9])
@@ -77,9 +77,9 @@ def test_low_precision_model_output_computed_in_fp32():
 @pytest.mark.parametrize("variance_type", ["fixed_small", "fixed_large"])
 @pytest.mark.parametrize("steps_offset", [0, 1])
 def test_ddpm_step_matches_diffusers(steps_offset, variance_type):
-    """Every step of 20 against DDPMScheduler.step with the same noise; the last one (to t = 0 with
-    steps_offset=0, to t = 1 with variance 0, which diffusers clamps to 1e-20, with steps_offset=1) is
-    deterministic for fixed_small: sampled like diffusers, no density."""
+    """Every step of 20 against DDPMScheduler.step with the same noise. The last one is deterministic: with
+    steps_offset=0 from t = 0 (diffusers adds no noise), with steps_offset=1 and fixed_small from t = 1 to x_0
+    (variance 0, which diffusers clamps to 1e-20: sigma_t = 1e-10); sampled like diffusers, with no density."""
     scheduler = DDPMScheduler(**SD_BETAS, clip_sample=False, steps_offset=steps_offset, variance_type=variance_type)
     scheduler.set_timesteps(20)
     g = torch.Generator().manual_seed(0)
@@ -106,7 +106,7 @@ def test_ddpm_step_matches_diffusers(steps_offset, variance_type):
 
 
 def test_ddpm_last_step_with_steps_offset_1_is_never_trainable():
-    """Stable Diffusion's DDPM config: sigma_t of the step to t = 1 is 0, so DiffusionPolicy's
+    """Stable Diffusion's DDPM config: sigma_t of the last step, from t = 1, is 0, so DiffusionPolicy's
     trainable_steps, (sigmas >= min_sigma) & (sigmas > 0), leave it out even with min_sigma = 0."""
     scheduler = DDPMScheduler(**SD_BETAS, steps_offset=1)
     scheduler.set_timesteps(20)

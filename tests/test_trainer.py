@@ -73,7 +73,7 @@ def test_checkpoint_resume_continues_exactly(tiny_sd, tmp_path):
 
 def test_resume_refuses_a_changed_config(tiny_sd, tmp_path):
     tiny_trainer(tiny_sd, tmp_path).train()
-    with pytest.raises(ValueError, match=r"different config: \{'lr': \(0.0003, 0.1\)\}"):
+    with pytest.raises(ValueError, match=r"defined differently \(lr: 0.0003 in the checkpoint, 0.1 now\); only"):
         tiny_trainer(tiny_sd, tmp_path, lr=0.1).resume()
 
 
