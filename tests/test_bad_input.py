@@ -76,7 +76,7 @@ def finished_run(tiny_sd, tmp_path_factory):
     (["--steps", "6"], r"steps: 4 in the checkpoint, 6 now"),
     (["--eta", "0.5"], r"eta: 1.0 in the checkpoint, 0.5 now"),
     (["--guidance", "3"], r"guidance: 5.0 in the checkpoint, 3.0 now"),
-    (["--prompts", "cat,horse"], r"prompts: \['cat,dog'\] in the checkpoint, \['cat,horse'\] now"),
+    (["--prompts", "cat,horse"], r"prompts: \['cat,dog'\] in the checkpoint, \['cat,dog', 'cat,horse'\] now"),
     (["--min-sigma", "0.1"], r"min_sigma: 0.05 in the checkpoint, 0.1 now"),
     (["--reward", "jpeg_incompressibility"], r"reward: 'jpeg_compressibility' in the checkpoint, "
                                              r"'jpeg_incompressibility' now"),

@@ -45,8 +45,8 @@ def test_two_rewards_train_jointly(tiny_sd, tmp_path):
 
 @pytest.mark.parametrize("extra, match", [
     (["--prompts", ",,"], "holds no prompt"),
-    (["--eta", "0"], "eta must be > 0"),
-    (["--steps", "0"], "num_steps must be an int >= 1"),
+    (["--eta", "0"], "--eta must be a finite number > 0 and <= 1; got 0.0"),
+    (["--steps", "0"], "--steps must be an int >= 1; got 0"),
     (["--sample-batch-size", "3"], "multiple of sample_batch_size=3"),
     (["--mixed-precision", "fp16"], "fp16 is not supported on CPU"),
     (["--reward", "aesthetics"], "unknown reward 'aesthetics'"),

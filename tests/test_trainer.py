@@ -111,7 +111,7 @@ def test_bad_reward_fails_before_any_update(tiny_sd, tmp_path, reward, error, ma
     (dict(samples_per_epoch=6, sample_batch_size=4), "multiple of sample_batch_size=4"),
     (dict(train_batch_size=3), "multiple of train_batch_size=3; valid train batch sizes: \\[1, 2, 4\\]"),
     (dict(epochs=0), "epochs must be an int >= 1"),
-    (dict(timestep_fraction=0.0), "timestep_fraction must be in"),
+    (dict(timestep_fraction=0.0), "timestep_fraction must be a finite number > 0 and <= 1"),
     (dict(loss="ddpg"), "loss must be one of"),
 ])
 def test_bad_config_is_named_before_work(tiny_sd, tmp_path, config, match):
@@ -216,7 +216,7 @@ def test_micro_batch_changes_memory_not_the_gradient(tiny_sd, tmp_path):
         trainer.update(trainer.tasks[0], batch, torch.arange(4), 0, 0)
         grads.append(torch.cat([p.grad.flatten() for p in trainer.policy.unet.parameters() if p.requires_grad]))
     assert grads[0].norm() > 0
-    assert (grads[0] - grads[1]).norm() / grads[0].norm() < 1e-5
+    assert (grads[0] - grads[1]).norm() / grads[0].norm() < 2e-5  # float32 sums in another order
 
 
 def test_a_task_may_choose_its_own_advantages(tiny_sd, tmp_path):
