@@ -52,10 +52,10 @@ def estimate(trainer):
             t_reward.append(_timed(lambda: trainer.reward(task, images, task_prompts, task_metadata), device)[1])
     micro = min(cfg.train_micro_batch or cfg.train_batch_size, n)
 
-    def train_pass():
-        with acc.autocast():
+    def train_pass():  # no gradient all-reduce: the probe has no collective, so one failing process stops alone
+        with acc.autocast(), acc.no_sync(policy.unet):
             log_prob, _ = policy.log_prob(x[:micro], x_prev[:micro], t, embeds[:micro])
-        acc.backward(log_prob.mean())
+            acc.backward(log_prob.mean())
 
     _, t_train = _timed(train_pass, device)
     trainer.optimizer.zero_grad(set_to_none=True)

@@ -374,7 +374,7 @@ class Trainer:
             f"of {cfg.train_batch_size}), each over {per_update} transitions in "
             f"{math.ceil(per_update / micro)} UNet passes at batch {cfg_x * micro}",
         ]
-        return "\n".join(lines + cost.estimate(self))
+        return "\n".join(lines + self._agree(lambda: cost.estimate(self)))
 
     def state_dict(self):
         unet = self.acc.unwrap_model(self.policy.unet)

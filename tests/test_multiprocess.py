@@ -43,9 +43,17 @@ def test_two_processes_compute_the_gradient_of_one(tiny_sd, tmp_path, mode, frac
 
 
 def test_a_bad_reward_on_one_process_stops_all_with_its_message(tiny_sd, tmp_path):
+    """The processes are started one by one, as on several machines (no torchrun agent to tear the others down
+    when one fails): the process whose reward fails raises its own error, and the other stops too, with that
+    error's message, instead of waiting in the next collective."""
+    env = {**os.environ, "PYTHONPATH": str(HERE), "OMP_NUM_THREADS": "1", "WORLD_SIZE": "2",
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29519"}
     start = time.perf_counter()
-    out = launch(2, tiny_sd, tmp_path, "batch", 1.0, "bad_reward_on_rank1", check=False)
-    assert out.returncode != 0
-    assert time.perf_counter() - start < 300
-    assert "reward 'jpeg' returned non-finite values [nan] at batch positions [0]" in out.stderr
-    assert "another process failed, so this one stops too" in out.stderr
+    ranks = [subprocess.Popen([sys.executable, str(HERE / "mp_train.py"), str(tiny_sd), str(tmp_path), "batch", "1.0",
+                               "bad_reward_on_rank1"], env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+                              stderr=subprocess.PIPE, text=True) for r in range(2)]
+    errors = [p.communicate(timeout=300)[1] for p in ranks]
+    assert time.perf_counter() - start < 300 and all(p.returncode != 0 for p in ranks)
+    message = "reward 'jpeg' returned non-finite values [nan] at batch positions [0]"
+    assert message in errors[1]
+    assert f"another process failed, so this one stops too: ValueError: {message}" in errors[0]
