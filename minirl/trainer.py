@@ -147,7 +147,8 @@ class Trainer:
     # -- one epoch ----------------------------------------------------------------------------------------
     def train(self, on_epoch_end=None):
         if self.epoch == 0:
-            self.log.start(self.cfg, self.summary())
+            estimate = self._agree(lambda: cost.estimate(self))  # one timed pass of each kind of work
+            self.log.start(self.cfg, "\n".join([self.summary(), *estimate]))
         bar = self.log.progress(total=self.cfg.epochs, initial=self.epoch)
         while self.epoch < self.cfg.epochs:
             start = time.perf_counter()
@@ -374,7 +375,7 @@ class Trainer:
             f"of {cfg.train_batch_size}), each over {per_update} transitions in "
             f"{math.ceil(per_update / micro)} UNet passes at batch {cfg_x * micro}",
         ]
-        return "\n".join(lines + self._agree(lambda: cost.estimate(self)))
+        return "\n".join(lines)
 
     def state_dict(self):
         unet = self.acc.unwrap_model(self.policy.unet)
