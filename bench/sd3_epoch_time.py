@@ -1,12 +1,13 @@
 """Epoch time on the tiny SD3 pipeline: minirl's Flow-GRPO epoch vs the bare transformer passes (the floor).
 
-The workload is Flow-GRPO's recipe in miniature: the tiny random SD3 pipeline (diffusers' test config, 32 px,
-1,024 image tokens; `minirl make-tiny-sd --sd3`), JPEG compressibility, 16 samples an epoch in batches of 8
-(groups of 4, group-relative advantages), 10 flow SDE steps with noise level 0.7 and guidance 4.5, LoRA rank 4,
-train batch 4, KL weight 0.04. Each run is a fresh process; the runs take turns, round after round, because
-this machine drifts within minutes; we quote medians of per-round ratios (as bench/epoch_time.py).
+The workload is Flow-GRPO's recipe in miniature: the tiny random SD3 pipeline (diffusers' test config) with
+16x16 latents (`minirl make-tiny-sd --sd3 --sample-size 16`: 256 image tokens; the default 32x32, 1,024 tokens,
+takes 50-90 s an epoch on 2 cores), JPEG compressibility, 16 samples an epoch in batches of 8 (groups of 4,
+group-relative advantages), 10 flow SDE steps with noise level 0.7 and guidance 4.5, LoRA rank 4, train batch
+4, with and without the KL term (weight 0.04). Each run is a fresh process; the runs take turns, round after
+round, because this machine drifts within minutes; we quote medians of per-round ratios (as bench/epoch_time.py).
 
-    .venv/bin/python bench/sd3_epoch_time.py     # about 5 minutes on 2 cores
+    .venv/bin/python bench/sd3_epoch_time.py     # about 8 minutes on 2 cores
 
 The floor is the time of the transformer passes alone, with the same LoRA transformer and prompt shapes:
 20 forward passes at batch 16 (2 sample batches x 10 steps; guidance doubles the batch), then per trained
@@ -25,7 +26,7 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent
-PIPELINE = ROOT / "runs" / "tiny-sd3"
+PIPELINE = ROOT / "runs" / "tiny-sd3-16"
 SETTINGS = ["--reward", "jpeg_compressibility", "--prompts", "cat,dog,horse,monkey", "--group-size", "4",
             "--advantages", "group", "--samples-per-epoch", "16", "--sample-batch-size", "8", "--train-batch-size",
             "4", "--steps", "10", "--noise-level", "0.7", "--guidance", "4.5", "--lora-rank", "4",
@@ -102,7 +103,7 @@ def main():
         return worker_floor(bool(args.kl))
     if not PIPELINE.exists():
         from minirl.sd import make_tiny_sd3
-        make_tiny_sd3(PIPELINE)
+        make_tiny_sd3(PIPELINE, sample_size=16)
     me = [sys.executable, __file__, "--epochs", str(args.epochs), "--worker"]
     runs = {  # name: (command, the floor it is measured against)
         "minirl, KL 0.04": (me + ["minirl", "--kl-weight", "0.04"], "floor, KL"),

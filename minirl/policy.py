@@ -190,18 +190,17 @@ class DiffusionPolicy:
         training scripts of diffusers do; timesteps are sigma * num_train_timesteps, the transformer's input.
         """
         n = self.scheduler.config.num_train_timesteps
+        if timesteps is None and self.flow:
+            u, shift = torch.sigmoid(torch.randn(len(x0), generator=generator)), self.scheduler.config.shift
+            timesteps = n * shift * u / (1 + (shift - 1) * u)
+        elif timesteps is None:
+            timesteps = torch.randint(0, n, (len(x0),), generator=generator)
+        t = timesteps.to(x0.device)
+        noise = randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         if self.flow:
-            if timesteps is None:
-                u, shift = torch.sigmoid(torch.randn(len(x0), generator=generator)), self.scheduler.config.shift
-                timesteps = n * shift * u / (1 + (shift - 1) * u)
-            t = timesteps.to(x0.device, torch.float32)
             sigma = (t / n).reshape(-1, *([1] * (x0.ndim - 1)))
-            noise = randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
             x_t, target = (1 - sigma) * x0 + sigma * noise, noise - x0
         else:
-            t = torch.randint(0, n, (len(x0),), generator=generator) if timesteps is None else timesteps
-            t = t.to(x0.device)
-            noise = randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
             x_t = self.scheduler.add_noise(x0, noise, t)
             target = {"epsilon": lambda: noise, "sample": lambda: x0,
                       "v_prediction": lambda: self.scheduler.get_velocity(x0, noise, t)}[

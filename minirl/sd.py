@@ -74,7 +74,7 @@ def make_tiny_sd(folder, seed=0, sample_size=32):
 
 
 def make_tiny_sd3(folder, seed=0, sample_size=32):
-    """Build a tiny random StableDiffusion3Pipeline offline (no T5) and save it to `folder` (about 13 MB).
+    """Build a tiny random StableDiffusion3Pipeline offline (no T5) and save it to `folder` (about 22 MB).
 
     sample_size: the latent size, which is also the image size (the tiny VAE does not downsample); 32 is
     diffusers' test pipeline (1,024 image tokens), 16 runs about four times faster, for unit tests.
