@@ -51,6 +51,9 @@ def train_parser(sub):
                    help="a folder of pretraining images with captions for the L_pre step (minirl.data)")
     p.add_argument("--pretrain-beta", type=float, default=None, help="weight of L_pre (default 1 with --pretrain-data)")
     p.add_argument("--pretrain-batch-size", type=int, default=None, help="L_pre batch (default: --train-batch-size)")
+    p.add_argument("--pretrain-uncond-fraction", type=float, default=0.1,
+                   help="L_pre samples whose caption is dropped, as Stable Diffusion's training drops 10%%, so that "
+                        "L_pre anchors the unconditional prediction that guidance weighs too")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--samples-per-epoch", type=int, default=16, help="per task, all processes together")
     p.add_argument("--sample-batch-size", type=int, default=8, help="per process")

@@ -51,7 +51,7 @@ class TrainConfig:
     weight_decay: float = 1e-4       # AdamW weight decay (DDPO's)
     max_grad_norm: float = 1.0       # gradient clipping
     pretrain_beta: float = 0.0       # weight of the L_pre step (0: no regulariser)
-    pretrain_uncond_fraction: float = 0.1  # L_pre samples whose caption is dropped (SD's training drops 10%)
+    pretrain_uncond_fraction: float = 0.0  # L_pre samples whose caption is dropped (`minirl train`: 0.1, as SD)
     kl_weight: float = 0.0           # weight of KL to the pretrained model (LoRA disabled; DPOK uses 0.01)
     seed: int = 0
     out: str = "runs/rl"             # run folder: metrics.jsonl, config.json, images/, checkpoints/
