@@ -1,7 +1,8 @@
 """What an epoch will cost, printed when a run starts: time from one timed pass of each kind of work, and
 memory (measured on a GPU; on a CPU, the weights, gradients and optimizer state, without activations).
 
-The probe samples one denoising step of a sample batch, decodes and scores it with each task's reward, and runs
+The probe samples one denoising step of a sample batch, decodes it, scores it with each task's learned reward
+model (a plain reward function, which may keep state, is not called), and runs
 one training forward and backward pass on a micro batch of transitions; it leaves the weights, the optimizer and
 every random stream untouched (its gradients are discarded), so a run with the probe equals one without.
 """
@@ -9,6 +10,8 @@ every random stream untouched (its gradients are discarded), so a run with the p
 import time
 
 import torch
+
+from minirl.rewards.loading import RewardModel
 
 
 def _timed(fn, device):
@@ -46,10 +49,12 @@ def estimate(trainer):
         t = policy.scheduler.timesteps[int(policy.trainable_steps[0])]
         (x_prev, _), t_step = _timed(lambda: policy.step(x, t, embeds, generator=generator), device)
         images, t_decode = _timed(lambda: policy.decode(x_prev), device)
-        t_reward = []
+        t_reward = []  # only minirl's learned rewards are timed: a user's reward may keep state (a log, a curve)
         for task in trainer.tasks:
             task_prompts, task_metadata = task.draw(cfg.seed, 0, 0, range(n))
-            t_reward.append(_timed(lambda: trainer.reward(task, images, task_prompts, task_metadata), device)[1])
+            timed = isinstance(task.reward, RewardModel)
+            t_reward.append(_timed(lambda: trainer.reward(task, images, task_prompts, task_metadata), device)[1]
+                            if timed else 0.0)
     micro = min(cfg.train_micro_batch or cfg.train_batch_size, n)
 
     def train_pass():  # no gradient all-reduce: the probe has no collective, so one failing process stops alone
