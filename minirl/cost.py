@@ -2,9 +2,9 @@
 memory (measured on a GPU; on a CPU, the weights, gradients and optimizer state, without activations).
 
 The probe samples one denoising step of a sample batch, decodes it, scores it with each task's learned reward
-model (a plain reward function, which may keep state, is not called), and runs
-one training forward and backward pass on a micro batch of transitions; it leaves the weights, the optimizer and
-every random stream untouched (its gradients are discarded), so a run with the probe equals one without.
+model (a plain reward function, which may keep state, is not called), and runs one training forward and backward
+pass on a micro batch of transitions; it leaves the weights, the optimizer and every random stream untouched (its
+gradients are discarded), so a run with the probe equals one without.
 """
 
 import time
@@ -42,7 +42,7 @@ def estimate(trainer):
         torch.cuda.reset_peak_memory_stats(device)
     n = cfg.sample_batch_size
     generator = torch.Generator().manual_seed(0)
-    prompts, metadata = trainer.tasks[0].draw(cfg.seed, 0, 0, range(n))
+    prompts, _ = trainer.tasks[0].draw(cfg.seed, 0, 0, range(n))
     with torch.no_grad():
         embeds = policy.encode_prompts(prompts)
         x = torch.randn((n, *policy.latent_shape), generator=generator).to(device)
