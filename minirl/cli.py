@@ -262,24 +262,24 @@ def make_tiny_sd(args):
 
 def demo(args):
     """The tiny world's joint RL (Algorithm 1) from the committed base model, evaluated before and after."""
-    from minirl.demo import DemoConfig, run
+    from minirl.tinyworld.demo import DemoConfig, run
     run(DemoConfig(**{f.name: getattr(args, f.name) for f in fields(DemoConfig)}))
 
 
 def train_judges(args):
-    from minirl.judges import train_judges
+    from minirl.tinyworld.judges import train_judges
     card = train_judges(args.out, args.detector_steps, args.preference_steps, args.seed)
     print(json.dumps(card, indent=1))
     print(f"reward models written to {args.out}")
 
 
 def alignment_tax(args):
-    from minirl.demo import alignment_tax
+    from minirl.tinyworld.demo import alignment_tax
     alignment_tax([int(s) for s in args.seeds.split(",")], args.epochs, args.out)
 
 
 def pretrain(args):
-    from minirl.tinyworld import PretrainConfig, pretrain
+    from minirl.tinyworld.diffusion import PretrainConfig, pretrain
     config = PretrainConfig(**{f.name: getattr(args, f.name) for f in fields(PretrainConfig)})
     print(f"pretrained model written to {pretrain(config, resume=args.resume)}")
 
@@ -297,14 +297,14 @@ def main(argv=None):
     p = sub.add_parser("make-tiny-rewards", help="write a tiny random twin of every reward model (offline)")
     p.add_argument("folder")
     p.set_defaults(func=make_tiny_rewards)
-    from minirl.tinyworld import PretrainConfig
+    from minirl.tinyworld.diffusion import PretrainConfig
     p = sub.add_parser("pretrain", help="pretrain the tiny world's text-to-image model on rendered scenes",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for f in fields(PretrainConfig):
         p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     p.set_defaults(func=pretrain)
-    from minirl.demo import DemoConfig, TASKS
+    from minirl.tinyworld.demo import DemoConfig, TASKS
     p = sub.add_parser("demo", help="the tiny world's joint RL from the committed base model (3-5 min on a CPU)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for f in fields(DemoConfig):

@@ -35,8 +35,8 @@ def seed_everything(seed=0):
 
 def load_tiny_world(num_steps=10, guidance_scale=3.0, **policy_kwargs):
     """The committed base model as a DiffusionPolicy, and its judges: (policy, detector, preference model)."""
-    from minirl import judges, tinyworld
-    policy = tinyworld.load_policy(str(ASSETS / "model"), num_steps=num_steps, guidance_scale=guidance_scale,
+    from minirl.tinyworld import diffusion, judges
+    policy = diffusion.load_policy(str(ASSETS / "model"), num_steps=num_steps, guidance_scale=guidance_scale,
                                    **policy_kwargs)
     detector, preference = judges.load(ASSETS / "judges")
     return policy, detector, preference

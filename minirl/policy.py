@@ -145,7 +145,7 @@ class DiffusionPolicy:
     @torch.no_grad()
     def finish(self, x, k, prompt_embeds, generator=None):
         """Run chains on from their states x before DDIM step k (k = 0: x is x_T) to the end; returns the final
-        latents. With fresh noise, shows which steps decide an outcome (assets/tinyworld/decided.py)."""
+        latents. With fresh noise, shows which steps decide an outcome (minirl/tinyworld/decided.py)."""
         if not 0 <= k <= self.num_steps:
             raise ValueError(f"k must be a step index in [0, {self.num_steps}]; got {k}")
         for t in self.scheduler.timesteps[k:]:

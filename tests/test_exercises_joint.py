@@ -2,7 +2,7 @@
 
 import pytest
 
-from minirl import demo
+from minirl.tinyworld import demo
 from minirl.exercises.joint import check_kept_share
 
 

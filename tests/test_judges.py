@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minirl import judges, scenes
+from minirl.tinyworld import judges, scenes
 from minirl.rewards import ParityReward, validate
 
 ASSETS = Path(__file__).parents[1] / "assets" / "tinyworld" / "judges"

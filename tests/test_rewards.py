@@ -5,7 +5,7 @@ from minirl.rewards import blueness, load, jpeg_compressibility, jpeg_incompress
 
 
 def test_blueness_hand_values():
-    from minirl.scenes import BACKGROUND, COLOURS
+    from minirl.tinyworld.scenes import BACKGROUND, COLOURS
     images = torch.stack([torch.tensor(c).view(3, 1, 1).expand(3, 4, 4) for c in (BACKGROUND, COLOURS["red"],
                                                                                   COLOURS["blue"])])
     images[0, :, :2] = torch.tensor(COLOURS["blue"]).view(3, 1, 1)  # half blue, half grey

@@ -4,7 +4,7 @@ from collections import Counter
 import pytest
 import torch
 
-from minirl.scenes import (BACKGROUND, COLOURS, HELD_OUT, KINDS, RELATIONS, SHAPES, Scene, batch, parse,
+from minirl.tinyworld.scenes import (BACKGROUND, COLOURS, HELD_OUT, KINDS, RELATIONS, SHAPES, Scene, batch, parse,
                            prompt_sampler, prompts, random_scene, render, sample_scene, scene_for, swapped)
 from minirl.tasks import Task
 

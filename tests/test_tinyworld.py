@@ -6,53 +6,53 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from minirl import scenes, tinyworld
+from minirl.tinyworld import diffusion, scenes
 
 
 def test_tokenizer_covers_every_caption_and_pads():
-    tok = tinyworld.word_tokenizer()
+    tok = diffusion.word_tokenizer()
     captions = [c for kind in scenes.KINDS for c in scenes.prompts(kind)] + list(scenes.prompts("relation", "heldout"))
     ids = tok(captions, padding="max_length", truncation=True).input_ids
-    assert all(len(row) == tinyworld.MAX_TOKENS for row in ids)
+    assert all(len(row) == diffusion.MAX_TOKENS for row in ids)
     assert tok.unk_token_id not in {i for row in ids for i in row}
     assert tok("a red circle").input_ids == [tok.bos_token_id, *tok.convert_tokens_to_ids(["a", "red", "circle"]),
                                             tok.eos_token_id]
 
 
 def test_model_is_small_and_uses_a_supported_schedule():
-    unet, text_encoder, tokenizer, scheduler = tinyworld.build()
+    unet, text_encoder, tokenizer, scheduler = diffusion.build()
     params = sum(p.numel() for m in (unet, text_encoder) for p in m.parameters())
     assert params < 2_000_000  # about 7 MB in fp32 safetensors
     assert scheduler.config.steps_offset == 1
 
 
 def test_pretraining_timesteps_put_the_high_noise_share_in_the_noisiest_fifth():
-    t = tinyworld.timesteps(64, 1000, 32, torch.Generator().manual_seed(0))
+    t = diffusion.timesteps(64, 1000, 32, torch.Generator().manual_seed(0))
     assert t.shape == (64,) and t.min() >= 0 and t.max() < 1000
     assert (t[:32] >= 800).all() and (t[32:] < 800).any()
-    assert torch.equal(tinyworld.timesteps(8, 1000, 0, torch.Generator().manual_seed(1)),
+    assert torch.equal(diffusion.timesteps(8, 1000, 0, torch.Generator().manual_seed(1)),
                        torch.randint(0, 1000, (8,), generator=torch.Generator().manual_seed(1)))
-    assert (tinyworld.timesteps(8, 1000, 8) >= 800).all()
+    assert (diffusion.timesteps(8, 1000, 8) >= 800).all()
 
 
 def test_pretraining_batch_draws_the_high_noise_share_from_its_kind():
     import random
-    cfg = tinyworld.PretrainConfig(batch_size=8, high_noise=0.5, high_noise_kind="relation")
-    images, captions = tinyworld.pretrain_batch(random.Random(0), cfg, 4)
+    cfg = diffusion.PretrainConfig(batch_size=8, high_noise=0.5, high_noise_kind="relation")
+    images, captions = diffusion.pretrain_batch(random.Random(0), cfg, 4)
     assert images.shape == (8, 3, 16, 16) and len(captions) == 8
     assert all(scenes.parse(c)["kind"] == "relation" for c in captions[:4])
-    plain = tinyworld.PretrainConfig(batch_size=8, high_noise=0.5)  # any kind: the recipe's ordinary batch
-    images, captions = tinyworld.pretrain_batch(random.Random(0), plain, 4)
+    plain = diffusion.PretrainConfig(batch_size=8, high_noise=0.5)  # any kind: the recipe's ordinary batch
+    images, captions = diffusion.pretrain_batch(random.Random(0), plain, 4)
     expected, expected_captions, _ = scenes.batch(random.Random(0), 8)
     assert torch.equal(images, expected) and captions == expected_captions
 
 
 def test_pretraining_batch_mirrors_scenes_but_keeps_their_captions():
     import random
-    plain, plain_captions = tinyworld.pretrain_batch(random.Random(0), tinyworld.PretrainConfig(batch_size=64), 0)
+    plain, plain_captions = diffusion.pretrain_batch(random.Random(0), diffusion.PretrainConfig(batch_size=64), 0)
     for flip in (0.0, 0.5, 1.0):
-        cfg = tinyworld.PretrainConfig(batch_size=64, flip=flip)
-        images, captions = tinyworld.pretrain_batch(random.Random(0), cfg, 0)
+        cfg = diffusion.PretrainConfig(batch_size=64, flip=flip)
+        images, captions = diffusion.pretrain_batch(random.Random(0), cfg, 0)
         assert captions == plain_captions
         mirrored = torch.tensor([torch.equal(a, b.flip(-1)) and not torch.equal(a, b) for a, b in zip(images, plain)])
         assert all(torch.equal(a, b) for a, b, m in zip(images, plain, mirrored) if not m)
@@ -65,24 +65,24 @@ def test_pretraining_batch_mirrors_scenes_but_keeps_their_captions():
                                         ({"high_noise_kind": "relations"}, "high_noise_kind must be")])
 def test_pretraining_rejects_bad_settings_before_any_work(tmp_path, bad, match):
     with pytest.raises(ValueError, match=match):
-        tinyworld.pretrain(tinyworld.PretrainConfig(out=str(tmp_path / "run"), **bad), log=lambda s: None)
+        diffusion.pretrain(diffusion.PretrainConfig(out=str(tmp_path / "run"), **bad), log=lambda s: None)
     assert not (tmp_path / "run").exists()
 
 
 def test_pretraining_resumes_exactly_and_loads_as_a_policy(tmp_path):
     kw = dict(steps=4, batch_size=4, save_every=2, warmup=2)
-    straight = tinyworld.pretrain(tinyworld.PretrainConfig(out=str(tmp_path / "a"), **kw), log=lambda s: None)
-    tinyworld.pretrain(tinyworld.PretrainConfig(out=str(tmp_path / "b"), **{**kw, "steps": 2}), log=lambda s: None)
-    resumed = tinyworld.pretrain(tinyworld.PretrainConfig(out=str(tmp_path / "b"), **kw), resume=True, log=lambda s: None)
+    straight = diffusion.pretrain(diffusion.PretrainConfig(out=str(tmp_path / "a"), **kw), log=lambda s: None)
+    diffusion.pretrain(diffusion.PretrainConfig(out=str(tmp_path / "b"), **{**kw, "steps": 2}), log=lambda s: None)
+    resumed = diffusion.pretrain(diffusion.PretrainConfig(out=str(tmp_path / "b"), **kw), resume=True, log=lambda s: None)
     a = load_file(straight / "unet" / "diffusion_pytorch_model.safetensors")
     b = load_file(resumed / "unet" / "diffusion_pytorch_model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [json.loads(line)["step"] for line in open(tmp_path / "b" / "loss.jsonl")] == [1, 2, 3, 4]
-    policy = tinyworld.load_policy(straight, num_steps=4, guidance_scale=3.0)
+    policy = diffusion.load_policy(straight, num_steps=4, guidance_scale=3.0)
     traj = policy.rollout(["a red circle", "two blue squares"], torch.Generator().manual_seed(0))
     assert traj.latents.shape == (2, 5, 3, 16, 16) and torch.isfinite(traj.log_probs).all()
     with pytest.raises(FileNotFoundError, match="missing \\['unet'"):
-        tinyworld.load_policy(tmp_path)
+        diffusion.load_policy(tmp_path)
     assert policy.scheduler.timesteps.tolist() == [751, 501, 251, 1]  # the saved "leading" spacing
     seeds = lambda: [torch.Generator().manual_seed(s) for s in (0, 1)]  # noqa: E731
     chains = policy.rollout(["a red circle", "two blue squares"], seeds())
@@ -92,10 +92,10 @@ def test_pretraining_resumes_exactly_and_loads_as_a_policy(tmp_path):
     assert torch.equal(policy.finish(chains.latents[:, 4], 4, chains.prompt_embeds), chains.latents[:, -1])
     with pytest.raises(ValueError, match=r"k must be a step index in \[0, 4\]; got 5"):
         policy.finish(x_T, 5, chains.prompt_embeds)
-    trailing = tinyworld.load_policy(straight, "trailing", num_steps=4)
+    trailing = diffusion.load_policy(straight, "trailing", num_steps=4)
     assert trailing.scheduler.timesteps.tolist() == [999, 749, 499, 249]  # starts where no signal is left
     with pytest.raises(ValueError, match="timestep_spacing must be None or one of .*'last'"):
-        tinyworld.load_policy(straight, "last")
+        diffusion.load_policy(straight, "last")
 
 
 def test_committed_base_model_loads_and_matches_its_card():
@@ -103,7 +103,7 @@ def test_committed_base_model_loads_and_matches_its_card():
     from pathlib import Path
     folder = Path(__file__).parents[1] / "assets" / "tinyworld"
     card = json.loads((folder / "card.json").read_text())
-    policy = tinyworld.load_policy(folder / "model", num_steps=20, guidance_scale=1.0)
+    policy = diffusion.load_policy(folder / "model", num_steps=20, guidance_scale=1.0)
     captions = [f"a {c} {s}" for c in scenes.COLOURS for s in scenes.SHAPES]
     images = policy.decode(policy.rollout(captions, [torch.Generator().manual_seed(i) for i in range(12)]).latents[:, -1])
     correct = sum(colour == caption.split()[1] for colour, caption in zip(scenes.dominant_colour(images), captions))

@@ -11,7 +11,7 @@ import torch
 from minirl.exercises import check
 from minirl.mdp import gaussian_log_prob, step_sigmas
 from minirl.sd import sd_scheduler
-from minirl.tinyworld import ddim_scheduler
+from minirl.tinyworld.diffusion import ddim_scheduler
 
 
 def _log_prob_cases():

@@ -21,8 +21,9 @@ CASES = (  # (timestep, prompts, guidance scale w); w > 1 turns guidance on in D
 
 @lru_cache(maxsize=1)
 def _policy():
-    from minirl import course, tinyworld
-    return tinyworld.load_policy(str(course.ASSETS / "model"), num_steps=10)
+    from minirl import course
+    from minirl.tinyworld import diffusion
+    return diffusion.load_policy(str(course.ASSETS / "model"), num_steps=10)
 
 
 @lru_cache(maxsize=1)

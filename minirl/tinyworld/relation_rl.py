@@ -1,15 +1,15 @@
 """Does composition RL teach relation order, or colour binding? Each relation's success before and after the
 demo's composition task, trained alone.
 
-    .venv/bin/python assets/tinyworld/relation_rl.py MODEL [--epochs 20] [--lr 1e-4] [--flip 0.5]
+    .venv/bin/python -m minirl.tinyworld.relation_rl MODEL [--epochs 20] [--lr 1e-4] [--flip 0.5]
         [--first-steps 3] [--samples 256] [--timestep-spacing trailing] [--split heldout]
         [--reward objects|coin] [--pretrain-beta 0]  # 5 min for 20 iterations of 64 samples
 
-The demo's RL settings (`minirl.demo.train_config`: 64 samples an iteration, PPO, full fine-tuning, half of the
+The demo's RL settings (`minirl.tinyworld.demo.train_config`: 64 samples an iteration, PPO, full fine-tuning, half of the
 trainable DDIM steps of each chain) with the L_pre step on the model's pretraining data: scenes mirrored
 left-right with probability --flip, as `minirl pretrain --flip` made them (0 for the committed model).
 --first-steps K trains only the K noisiest DDIM steps, every chain, where layouts are decided; --samples sets
-the samples an iteration; --timestep-spacing overrides the model's (`tinyworld.load_policy`); --split trains on
+the samples an iteration; --timestep-spacing overrides the model's (`diffusion.load_policy`); --split trains on
 the held-out relation captions instead (what RL can do for a prompt it trains on); --reward objects credits
 the named objects wherever they are (the detector's hard verdict), not the relation; --reward coin is the
 control, 0 or 1 at random whatever the image (what the updates do with no signal); --pretrain-beta weighs
@@ -21,8 +21,9 @@ import argparse
 from dataclasses import replace
 
 import torch
-from diagnose import relation_rates
-from minirl import demo, judges, scenes, tinyworld
+
+from minirl.tinyworld import demo, diffusion, judges, scenes
+from minirl.tinyworld.diagnose import relation_rates
 from minirl.trainer import Trainer
 
 
@@ -64,13 +65,13 @@ def main():
     parser.add_argument("--flip", type=float, default=0.0)
     parser.add_argument("--first-steps", type=int, default=0, help="0: the demo's random half of the steps")
     parser.add_argument("--samples", type=int, default=64)
-    parser.add_argument("--timestep-spacing", choices=tinyworld.TIMESTEP_SPACINGS)
+    parser.add_argument("--timestep-spacing", choices=diffusion.TIMESTEP_SPACINGS)
     parser.add_argument("--split", choices=scenes.SPLITS, default="train", help="the relation captions RL trains on")
     parser.add_argument("--reward", choices=("composition", "objects", "coin"), default="composition")
     parser.add_argument("--pretrain-beta", type=float, default=1.0)
     args = parser.parse_args()
     detector, preference = judges.load(demo.ASSETS / "judges")
-    policy = tinyworld.load_policy(args.model, args.timestep_spacing, num_steps=10, guidance_scale=3.0)
+    policy = diffusion.load_policy(args.model, args.timestep_spacing, num_steps=10, guidance_scale=3.0)
     report("base", policy, detector)
     cfg = demo.DemoConfig(tasks=("composition",), epochs=args.epochs, lr=args.lr, pretrain_beta=args.pretrain_beta,
                           out="runs/relation_rl")
@@ -84,7 +85,7 @@ def main():
         task = replace(task, reward=ObjectsReward(detector) if args.reward == "objects" else CoinReward())
     policy.unet.requires_grad_(True)
     Trainer(policy, [task], config,
-            pretrain_data=demo.pretrain_data(tinyworld.PretrainConfig(batch_size=32, flip=args.flip))).train()
+            pretrain_data=demo.pretrain_data(diffusion.PretrainConfig(batch_size=32, flip=args.flip))).train()
     report(f"after {args.epochs} iterations", policy, detector)
 
 

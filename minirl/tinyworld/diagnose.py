@@ -1,7 +1,7 @@
 """What the demo's RL cannot fix, measured: the base model's relation order, its colour binding on held-out
 pairs, and a reward model's colour taste.
 
-    .venv/bin/python assets/tinyworld/diagnose.py [MODEL]  # about a minute on 2 CPU cores
+    .venv/bin/python -m minirl.tinyworld.diagnose [MODEL]  # about a minute on 2 CPU cores
 
 MODEL is a model folder (default: the committed base model, assets/tinyworld/model); the result is written
 beside it, as diagnosis.json in MODEL's parent folder.
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from minirl import demo, judges, scenes, tinyworld
+from minirl.tinyworld import demo, diffusion, judges, scenes
 from minirl.mdp import predict_x0_eps
 
 
@@ -115,7 +115,7 @@ def preference_by_colour(preference, renders=64):
 
 
 def main(model=demo.ASSETS / "model"):
-    policy = tinyworld.load_policy(model, num_steps=10, guidance_scale=3.0)
+    policy = diffusion.load_policy(model, num_steps=10, guidance_scale=3.0)
     detector, preference = judges.load(demo.ASSETS / "judges")
     result = {"relations": relation_rates(policy, detector),
               "object_errors": {split: object_errors(policy, detector, split) for split in scenes.SPLITS},

@@ -20,12 +20,13 @@ from pathlib import Path
 
 import torch
 
-from minirl import judges, runlog, scenes, tinyworld
+from minirl import runlog
+from minirl.tinyworld import diffusion, judges, scenes
 from minirl.rewards import ParityReward, statistical_parity
 from minirl.tasks import Task, seed_for
 from minirl.trainer import TrainConfig, Trainer
 
-ASSETS = Path(__file__).parents[1] / "assets" / "tinyworld"
+ASSETS = Path(__file__).parents[2] / "assets" / "tinyworld"
 TASKS = ("composition", "preference", "parity")
 COLOURLESS = [f"a {shape}" for shape in scenes.SHAPES]           # the parity task's prompts
 COLOURLESS_COUNTS = [f"two {shape}s" for shape in scenes.SHAPES]  # parity on prompts it never trained on
@@ -73,12 +74,12 @@ def make_tasks(names, detector, preference):
 
 
 def pretrain_data(recipe=None):
-    """The L_pre batch: recipe.batch_size rendered scenes of the pretraining recipe (a `tinyworld.PretrainConfig`;
+    """The L_pre batch: recipe.batch_size rendered scenes of the pretraining recipe (a `diffusion.PretrainConfig`;
     default the committed model's, 32 scenes), its colour bias and flips included."""
-    recipe = recipe or tinyworld.PretrainConfig(batch_size=32)
+    recipe = recipe or diffusion.PretrainConfig(batch_size=32)
 
     def draw(generator):
-        return tinyworld.pretrain_batch(random.Random(int(torch.randint(2**62, (1,), generator=generator))), recipe, 0)
+        return diffusion.pretrain_batch(random.Random(int(torch.randint(2**62, (1,), generator=generator))), recipe, 0)
     return draw
 
 
@@ -185,7 +186,7 @@ def run(cfg, log=print, base=None):
     out = Path(cfg.out)
     detector, preference = judges.load(cfg.judges)
     tasks = make_tasks(list(cfg.tasks), detector, preference)
-    policy = tinyworld.load_policy(cfg.model, num_steps=cfg.steps, guidance_scale=cfg.guidance)
+    policy = diffusion.load_policy(cfg.model, num_steps=cfg.steps, guidance_scale=cfg.guidance)
     if base is None:
         log("evaluating the base model ...")
         base = evaluate(policy, detector, preference, cfg.eval_samples)

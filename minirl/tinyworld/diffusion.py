@@ -3,13 +3,13 @@
 Stable Diffusion's parts at 16 px, in pixel space (no VAE): a diffusers UNet2DConditionModel with
 cross-attention at 8x8 and 4x4, a 2-layer CLIP text encoder of width 64, a word-level tokenizer over the
 scene grammar's words, a cosine-schedule DDPM for training and DDIM (steps_offset=1) for sampling. About
-1.8M parameters, 7 MB in safetensors. `pretrain` trains it from scratch on rendered scenes (minirl.scenes)
+1.8M parameters, 7 MB in safetensors. `pretrain` trains it from scratch on rendered scenes (minirl.tinyworld.scenes)
 with the denoising loss L_pre, dropping 10% of captions so that classifier-free guidance works, and keeps an
 exponential moving average of the weights, which is what it saves.
 
 Where the objects of a relation go is decided in the first, noisiest sampling steps, and there the usual
 epsilon-prediction loss counts an error in x_0 only SNR(t) times (0.02 at t = 900): the committed model,
-trained that way, draws a relation's objects in either order (assets/tinyworld/diagnose.py). Two settings
+trained that way, draws a relation's objects in either order (minirl/tinyworld/diagnose.py). Two settings
 put weight where layouts are decided: `prediction_type="v_prediction"` (as Stable Diffusion 2; its loss
 counts the x_0 error 1 + SNR(t) times) and `high_noise`, the share of each batch noised at the noisiest fifth
 of the timesteps, drawn from relation captions with `high_noise_kind="relation"`. With all three the model
@@ -25,7 +25,8 @@ import torch
 from diffusers import DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
 
-from minirl import checkpoint, scenes
+from minirl import checkpoint
+from minirl.tinyworld import scenes
 from minirl.losses import denoising_loss
 from minirl.mdp import PREDICTION_TYPES
 from minirl.policy import DiffusionPolicy

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from minirl import scenes
+from minirl.tinyworld import scenes
 
 COLOURS, SHAPES = list(scenes.COLOURS), list(scenes.SHAPES)
 CLASSES = [(c, s) for c in COLOURS for s in SHAPES]  # class k = (colour, shape)

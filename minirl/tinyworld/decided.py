@@ -2,7 +2,7 @@
 step adds (the actions); the starting noise x_T is the state, no action. If x_T already fixes what the reward
 judges, RL has nothing to credit it to.
 
-    .venv/bin/python assets/tinyworld/decided.py [MODEL] [--timestep-spacing trailing]  # about 4 min on 2 CPU cores
+    .venv/bin/python -m minirl.tinyworld.decided [MODEL] [--timestep-spacing trailing]  # about 4 min on 2 CPU cores
 
 Each chain (demo settings: 10 DDIM steps, eta 1, guidance 3) is restarted from its state before DDIM step k,
 with fresh noise for step k on, three times; printed per k: how often the outcome stays the same, and how often
@@ -22,8 +22,8 @@ import random
 
 import torch
 
-from diagnose import distinct_objects
-from minirl import demo, judges, scenes, tinyworld
+from minirl.tinyworld import demo, diffusion, judges, scenes
+from minirl.tinyworld.diagnose import distinct_objects
 
 
 def relation_judge(detector, prompts):
@@ -77,9 +77,9 @@ def report(policy, prompts, judges_by_name, steps=4, restarts=3):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("model", nargs="?", default=str(demo.ASSETS / "model"))
-    parser.add_argument("--timestep-spacing", choices=tinyworld.TIMESTEP_SPACINGS)
+    parser.add_argument("--timestep-spacing", choices=diffusion.TIMESTEP_SPACINGS)
     args = parser.parse_args()
-    policy = tinyworld.load_policy(args.model, args.timestep_spacing, num_steps=10, guidance_scale=3.0)
+    policy = diffusion.load_policy(args.model, args.timestep_spacing, num_steps=10, guidance_scale=3.0)
     detector, _ = judges.load(demo.ASSETS / "judges")
     print("DDIM timesteps", policy.scheduler.timesteps.tolist())
     captions = random.Random(0).sample([c for c in scenes.prompts("relation", "train")

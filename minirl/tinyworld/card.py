@@ -1,6 +1,6 @@
 """Measurements for the tiny-world model card: loss curve, sample grids, pixel colour statistics.
 
-    .venv/bin/python assets/tinyworld/make_card.py runs/pretrain assets/tinyworld
+    .venv/bin/python -m minirl.tinyworld.card runs/pretrain assets/tinyworld
 
 Colours are read by `scenes.dominant_colour` (the palette colour of most non-background pixels): a pixel
 heuristic for the card, not one of the course's learned reward models.
@@ -13,7 +13,7 @@ import matplotlib
 import torch
 from torchvision.utils import save_image
 
-from minirl import scenes, tinyworld
+from minirl.tinyworld import diffusion, scenes
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -44,7 +44,7 @@ def main(run, out):
     plt.savefig(f"{out}/loss.png", dpi=100)
     card = {}
     for guidance in (1.0, 3.0):
-        policy = tinyworld.load_policy(f"{run}/model", num_steps=20, guidance_scale=guidance)
+        policy = diffusion.load_policy(f"{run}/model", num_steps=20, guidance_scale=guidance)
         named = [(colour, f"a {colour} {shape}") for colour in scenes.COLOURS for shape in scenes.SHAPES]
         correct = [share(scenes.dominant_colour(sample(policy, [p] * 8, 1)), c) for c, p in named]
         colourless = sum((scenes.dominant_colour(sample(policy, [f"a {s}"] * 32, 2)) for s in scenes.SHAPES), [])
