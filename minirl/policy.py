@@ -180,22 +180,25 @@ class DiffusionPolicy:
         scale, shift = self.vae.config.scaling_factor, self.vae.config.shift_factor or 0.0
         return (self.vae.encode(x.to(self.vae.dtype)).latent_dist.sample() - shift) * scale
 
+    def training_timesteps(self, n, generator=None):
+        """n timesteps (n,) for the denoising loss: uniform in [0, T) for diffusion; for flow matching
+        sigma = sigmoid(u), u ~ N(0, 1) (SD3's logit-normal sampling, Esser et al. 2024, Sec. 3.1), shifted by the
+        scheduler's shift as diffusers' SD3 training scripts do, as sigma * T (the transformer's input)."""
+        T = self.scheduler.config.num_train_timesteps
+        if not self.flow:
+            return torch.randint(0, T, (n,), generator=generator)
+        u, shift = torch.sigmoid(torch.randn(n, generator=generator)), self.scheduler.config.shift
+        return T * shift * u / (1 + (shift - 1) * u)
+
     def denoising_prediction(self, x0, prompt_embeds, generator=None, timesteps=None):
         """For L_pre (paper Eq. 9): noise x0 at timesteps (B,), return (model prediction, its target).
 
-        Diffusion: x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise, t uniform in [0, T); the target
-        is what the UNet predicts (noise, v or x0). Flow matching: x_sigma = (1 - sigma) x0 + sigma noise,
-        target v = noise - x0, so the loss is ||v - v_theta||^2; sigma = sigmoid(u), u ~ N(0, 1) (SD3's
-        logit-normal sampling, Esser et al. 2024, Sec. 3.1), then shifted by the scheduler's shift as the SD3
-        training scripts of diffusers do; timesteps are sigma * num_train_timesteps, the transformer's input.
+        Diffusion: x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise; the target is what the UNet
+        predicts (noise, v or x0). Flow matching: x_sigma = (1 - sigma) x0 + sigma noise, target v = noise - x0,
+        so the loss is ||v - v_theta||^2. Timesteps default to `training_timesteps`.
         """
         n = self.scheduler.config.num_train_timesteps
-        if timesteps is None and self.flow:
-            u, shift = torch.sigmoid(torch.randn(len(x0), generator=generator)), self.scheduler.config.shift
-            timesteps = n * shift * u / (1 + (shift - 1) * u)
-        elif timesteps is None:
-            timesteps = torch.randint(0, n, (len(x0),), generator=generator)
-        t = timesteps.to(x0.device)
+        t = (self.training_timesteps(len(x0), generator) if timesteps is None else timesteps).to(x0.device)
         noise = randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         if self.flow:
             sigma = (t / n).reshape(-1, *([1] * (x0.ndim - 1)))

@@ -6,6 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from minirl.policy import DiffusionPolicy
 from minirl.tinyworld import diffusion, scenes
 
 
@@ -26,13 +27,29 @@ def test_model_is_small_and_uses_a_supported_schedule():
     assert scheduler.config.steps_offset == 1
 
 
+def _policy(objective):
+    unet, text_encoder, tokenizer, scheduler = diffusion.build(objective=objective)
+    return DiffusionPolicy(unet, scheduler, text_encoder, tokenizer)
+
+
 def test_pretraining_timesteps_put_the_high_noise_share_in_the_noisiest_fifth():
-    t = diffusion.timesteps(64, 1000, 32, torch.Generator().manual_seed(0))
+    policy = _policy("diffusion")
+    t = diffusion.timesteps(policy, 64, 32, torch.Generator().manual_seed(0))
     assert t.shape == (64,) and t.min() >= 0 and t.max() < 1000
     assert (t[:32] >= 800).all() and (t[32:] < 800).any()
-    assert torch.equal(diffusion.timesteps(8, 1000, 0, torch.Generator().manual_seed(1)),
+    assert torch.equal(diffusion.timesteps(policy, 8, 0, torch.Generator().manual_seed(1)),
                        torch.randint(0, 1000, (8,), generator=torch.Generator().manual_seed(1)))
-    assert (diffusion.timesteps(8, 1000, 8) >= 800).all()
+    assert (diffusion.timesteps(policy, 8, 8) >= 800).all()
+
+
+def test_flow_timesteps_are_logit_normal_sigmas():
+    """Flow matching draws sigma = sigmoid(u), u ~ N(0, 1) (shift 1), as t = 1000 sigma: median 500, and a
+    quarter of them below 1000 sigmoid(-0.674) = 338 (the normal's first quartile)."""
+    t = diffusion.timesteps(_policy("flow"), 20_000, 0, torch.Generator().manual_seed(0))
+    assert t.is_floating_point() and 0 < t.min() and t.max() < 1000
+    assert abs(t.median() - 500) < 10 and abs((t < 1000 * torch.sigmoid(torch.tensor(-0.6745))).float().mean() - 0.25) < 0.01
+    high = diffusion.timesteps(_policy("flow"), 64, 16, torch.Generator().manual_seed(0))
+    assert (high[:16] >= 800).all() and (high[16:] < 800).any()
 
 
 def test_pretraining_batch_draws_the_high_noise_share_from_its_kind():
@@ -62,7 +79,10 @@ def test_pretraining_batch_mirrors_scenes_but_keeps_their_captions():
 @pytest.mark.parametrize("bad, match", [({"high_noise": 1.5}, "high_noise is a share"),
                                         ({"prediction_type": "eps"}, "prediction_type must be one of"),
                                         ({"flip": 2.0}, "flip is a probability"),
-                                        ({"high_noise_kind": "relations"}, "high_noise_kind must be")])
+                                        ({"high_noise_kind": "relations"}, "high_noise_kind must be"),
+                                        ({"objective": "rectified"}, "objective must be one of"),
+                                        ({"objective": "flow", "prediction_type": "v_prediction"},
+                                         "flow matching predicts the velocity")])
 def test_pretraining_rejects_bad_settings_before_any_work(tmp_path, bad, match):
     with pytest.raises(ValueError, match=match):
         diffusion.pretrain(diffusion.PretrainConfig(out=str(tmp_path / "run"), **bad), log=lambda s: None)
@@ -96,6 +116,22 @@ def test_pretraining_resumes_exactly_and_loads_as_a_policy(tmp_path):
     assert trailing.scheduler.timesteps.tolist() == [999, 749, 499, 249]  # starts where no signal is left
     with pytest.raises(ValueError, match="timestep_spacing must be None or one of .*'last'"):
         diffusion.load_policy(straight, "last")
+
+
+def test_flow_pretraining_gives_a_flow_policy(tmp_path):
+    """objective="flow": the UNet learns the velocity v = noise - x_0, the saved model loads
+    with its Euler scheduler, and the policy samples with Flow-GRPO's SDE step."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+    cfg = diffusion.PretrainConfig(out=str(tmp_path / "flow"), objective="flow", steps=3, batch_size=4, warmup=1,
+                                   save_every=3)
+    folder = diffusion.pretrain(cfg, log=lambda s: None)
+    policy = diffusion.load_policy(folder, num_steps=4, guidance_scale=3.0)
+    assert isinstance(policy.scheduler, FlowMatchEulerDiscreteScheduler) and policy.flow
+    traj = policy.rollout(["a red circle", "two blue squares"], torch.Generator().manual_seed(0))
+    assert traj.latents.shape == (2, 5, 3, 16, 16) and torch.isfinite(traj.log_probs).all()
+    assert policy.scheduler.sigmas[0] == 1.0  # the first step starts from pure noise
+    with pytest.raises(ValueError, match="timestep_spacing='trailing' is for a DDIM model"):
+        diffusion.load_policy(folder, "trailing")
 
 
 def test_committed_base_model_loads_and_matches_its_card():

@@ -5,7 +5,10 @@ cross-attention at 8x8 and 4x4, a 2-layer CLIP text encoder of width 64, a word-
 scene grammar's words, a cosine-schedule DDPM for training and DDIM (steps_offset=1) for sampling. About
 1.8M parameters, 7 MB in safetensors. `pretrain` trains it from scratch on rendered scenes (minirl.tinyworld.scenes)
 with the denoising loss L_pre, dropping 10% of captions so that classifier-free guidance works, and keeps an
-exponential moving average of the weights, which is what it saves.
+exponential moving average of the weights, which is what it saves. With `objective="flow"` the same UNet
+learns rectified flow instead, as Stable Diffusion 3 does: x_sigma = (1 - sigma) x_0 + sigma noise, the UNet
+predicts the velocity noise - x_0, sampled by a FlowMatchEulerDiscreteScheduler (the policy takes Flow-GRPO's
+SDE step on it, minirl.mdp.flow_sde_step_with_logprob).
 
 Where the objects of a relation go is decided in the first, noisiest sampling steps, and there the usual
 epsilon-prediction loss counts an error in x_0 only SNR(t) times (0.02 at t = 900): the committed model,
@@ -22,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from diffusers import DDIMScheduler, UNet2DConditionModel
+from diffusers import DDIMScheduler, FlowMatchEulerDiscreteScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
 
 from minirl import checkpoint
@@ -58,7 +61,16 @@ def ddim_scheduler(prediction_type="epsilon"):
                          prediction_type=prediction_type)
 
 
-def build(seed=0, size=16, prediction_type="epsilon"):
+def flow_scheduler():
+    """The flow world's schedule: sigma from 1 to 0 in even steps (shift 1: 16 px needs no shift to noisier steps,
+    which SD3 applies at 1024 px)."""
+    return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0)
+
+
+OBJECTIVES = ("diffusion", "flow")
+
+
+def build(seed=0, size=16, prediction_type="epsilon", objective="diffusion"):
     """A fresh (unet, text_encoder, tokenizer, scheduler) with random weights."""
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
@@ -71,7 +83,7 @@ def build(seed=0, size=16, prediction_type="epsilon"):
         vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
         num_attention_heads=4, max_position_embeddings=MAX_TOKENS, pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id))
-    return unet, text_encoder, tokenizer, ddim_scheduler(prediction_type)
+    return unet, text_encoder, tokenizer, flow_scheduler() if objective == "flow" else ddim_scheduler(prediction_type)
 
 
 def save(folder, unet, text_encoder, tokenizer, scheduler):
@@ -86,7 +98,8 @@ TIMESTEP_SPACINGS = ("leading", "linspace", "trailing")
 
 
 def load_policy(folder, timestep_spacing=None, **policy_kwargs):
-    """The tiny world's model as a DiffusionPolicy (pixel space). timestep_spacing overrides the saved scheduler's
+    """The tiny world's model as a DiffusionPolicy (pixel space), on its saved scheduler: DDIM, or flow matching's
+    Euler scheduler for a model pretrained with objective="flow". timestep_spacing overrides a DDIM scheduler's
     ("leading": 10 steps start at t = 901; "trailing": at t = 999, where the cosine schedule leaves no signal, so
     the first step's noise, an action, picks the layout rather than x_T. Only for v prediction: epsilon
     prediction's x_0 divides by sqrt(alpha_bar_999) = 5e-5 there)."""
@@ -99,8 +112,15 @@ def load_policy(folder, timestep_spacing=None, **policy_kwargs):
     unet = UNet2DConditionModel.from_pretrained(folder / "unet")
     text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder").requires_grad_(False)
     tokenizer = PreTrainedTokenizerFast.from_pretrained(folder / "tokenizer")
-    scheduler = DDIMScheduler.from_pretrained(folder / "scheduler",
-                                              **({"timestep_spacing": timestep_spacing} if timestep_spacing else {}))
+    if json.loads((folder / "scheduler" / "scheduler_config.json").read_text())["_class_name"] == \
+            FlowMatchEulerDiscreteScheduler.__name__:
+        if timestep_spacing:
+            raise ValueError(f"timestep_spacing={timestep_spacing!r} is for a DDIM model; {str(folder)!r} is a flow "
+                             f"model (its steps run from sigma = 1 to 0)")
+        scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(folder / "scheduler")
+    else:
+        scheduler = DDIMScheduler.from_pretrained(
+            folder / "scheduler", **({"timestep_spacing": timestep_spacing} if timestep_spacing else {}))
     return DiffusionPolicy(unet, scheduler, text_encoder, tokenizer, **policy_kwargs)
 
 
@@ -115,7 +135,8 @@ class PretrainConfig:
     ema: float = 0.999            # decay of the saved moving average of the weights
     caption_dropout: float = 0.1  # captions replaced by "" (for classifier-free guidance)
     bias: float = 0.8             # P(red) for an object whose colour the caption does not name
-    prediction_type: str = "epsilon"  # what the UNet predicts (SD 1.x); or "v_prediction" (SD 2), "sample"
+    objective: str = "diffusion"  # "diffusion" (DDPM noising, DDIM sampling) or "flow" (rectified flow, as SD3)
+    prediction_type: str = "epsilon"  # diffusion: what the UNet predicts (SD 1.x); or "v_prediction" (SD 2), "sample"
     high_noise: float = 0.0       # share of each batch noised at the noisiest fifth of the timesteps
     high_noise_kind: str = ""     # draw that share's scenes from one kind of caption ("relation"); "": any kind
     flip: float = 0.0             # probability of mirroring a scene left-right (SD's --random_flip augmentation)
@@ -124,11 +145,13 @@ class PretrainConfig:
     save_every: int = 200
 
 
-def timesteps(n, num_train_timesteps, k, generator=None):
-    """n training timesteps: the first k uniform over the noisiest fifth, the rest uniform."""
-    t = torch.randint(0, num_train_timesteps, (n,), generator=generator)
-    if k:  # no draw at all for k = 0: the generator's stream stays that of uniform timesteps
-        t[:k] = torch.randint(num_train_timesteps * 4 // 5, num_train_timesteps, (k,), generator=generator)
+def timesteps(policy, n, k, generator=None):
+    """n training timesteps: the first k uniform over the noisiest fifth, the rest as the objective draws them
+    (`DiffusionPolicy.training_timesteps`: uniform for diffusion, logit-normal for flow matching)."""
+    T = policy.scheduler.config.num_train_timesteps
+    t = policy.training_timesteps(n, generator)
+    if k:  # no draw at all for k = 0: the generator's stream stays that of the objective's timesteps
+        t[:k] = torch.randint(T * 4 // 5, T, (k,), generator=generator)
     return t
 
 
@@ -149,6 +172,11 @@ def pretrain_batch(rng, cfg, k):
 def pretrain(cfg, resume=False, log=print):
     """Train from scratch (or resume); write checkpoints, a loss log and the EMA model to cfg.out/model."""
     import random
+    if cfg.objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}; got {cfg.objective!r}")
+    if cfg.objective == "flow" and cfg.prediction_type != "epsilon":
+        raise ValueError(f"prediction_type={cfg.prediction_type!r} is for the diffusion objective; flow matching "
+                         f"predicts the velocity (leave prediction_type at its default)")
     if cfg.prediction_type not in PREDICTION_TYPES:
         raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}; got {cfg.prediction_type!r}")
     if not 0 <= cfg.high_noise <= 1:
@@ -159,7 +187,7 @@ def pretrain(cfg, resume=False, log=print):
         raise ValueError(f"high_noise_kind must be '' (any) or one of {scenes.KINDS}; got {cfg.high_noise_kind!r}")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    unet, text_encoder, tokenizer, scheduler = build(cfg.seed, cfg.size, cfg.prediction_type)
+    unet, text_encoder, tokenizer, scheduler = build(cfg.seed, cfg.size, cfg.prediction_type, cfg.objective)
     policy = DiffusionPolicy(unet, scheduler, text_encoder, tokenizer, guidance_scale=1.0)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-2)
@@ -185,7 +213,7 @@ def pretrain(cfg, resume=False, log=print):
         captions = ["" if rng.random() < cfg.caption_dropout else c for c in captions]
         generator = torch.Generator().manual_seed(seed_for(cfg.seed, step, "noise"))
         embeds = text_encoder(tokenizer(captions, padding="max_length", return_tensors="pt").input_ids)[0]
-        t = timesteps(cfg.batch_size, scheduler.config.num_train_timesteps, high, generator)
+        t = timesteps(policy, cfg.batch_size, high, generator)
         pred, target = policy.denoising_prediction(images * 2 - 1, embeds, generator, t)
         loss, _ = denoising_loss(pred, target)
         if not torch.isfinite(loss):
