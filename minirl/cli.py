@@ -1,5 +1,4 @@
-"""The command line: `minirl train`, `minirl make-tiny-sd`, `minirl make-tiny-rewards`, `minirl pretrain`,
-`minirl demo`, `minirl train-judges`, `minirl alignment-tax`.
+"""minirl's command line: train, make-tiny-sd, make-tiny-rewards, pretrain, demo, train-judges, alignment-tax.
 
     minirl make-tiny-sd runs/tiny-sd
     minirl train --pipeline runs/tiny-sd --reward jpeg_compressibility --prompts cat,dog --epochs 4 --out runs/x
@@ -301,7 +300,8 @@ def main(argv=None):
     p = sub.add_parser("pretrain", help="pretrain the tiny world's text-to-image model on rendered scenes",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for f in fields(PretrainConfig):
-        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
+        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default,
+                       help="default: %(default)s")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     p.set_defaults(func=pretrain)
     from minirl.tinyworld.demo import DemoConfig, TASKS

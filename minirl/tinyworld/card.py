@@ -6,17 +6,14 @@ Colours are read by `scenes.dominant_colour` (the palette colour of most non-bac
 heuristic for the card, not one of the course's learned reward models.
 """
 
+import argparse
 import json
-import sys
 
-import matplotlib
+import matplotlib.pyplot as plt
 import torch
 from torchvision.utils import save_image
 
 from minirl.tinyworld import diffusion, scenes
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
 GRID = ["a red circle", "a blue square", "a green triangle", "a yellow circle", "a circle", "a square",
         "two blue squares", "two red triangles", "a green triangle left of a yellow circle",
@@ -32,7 +29,12 @@ def share(colours, wanted):
     return sum(c == wanted for c in colours) / len(colours)
 
 
-def main(run, out):
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m minirl.tinyworld.card", description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", help="a pretraining run folder (minirl pretrain --out)")
+    parser.add_argument("out", help="where the card is written (card.json, loss.png, sample grids)")
+    args = parser.parse_args(argv)
+    run, out = args.run, args.out
     losses = [json.loads(line) for line in open(f"{run}/loss.jsonl")]
     smooth = torch.tensor([r["loss"] for r in losses]).unfold(0, 50, 1).mean(1)
     plt.figure(figsize=(5, 3))
@@ -61,4 +63,5 @@ def main(run, out):
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    plt.switch_backend("Agg")  # a command writes files: no window
+    main()

@@ -22,9 +22,9 @@ simulated rater it imitates is colour-blind (its utility is the same for every c
 colours is the reward model's own taste, and it pulls against the parity reward.
 """
 
+import argparse
 import json
 import random
-import sys
 from pathlib import Path
 
 import torch
@@ -114,7 +114,10 @@ def preference_by_colour(preference, renders=64):
     return out
 
 
-def main(model=demo.ASSETS / "model"):
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m minirl.tinyworld.diagnose", description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", nargs="?", default=str(demo.ASSETS / "model"), help="a tiny-world model folder")
+    model = parser.parse_args(argv).model
     policy = diffusion.load_policy(model, num_steps=10, guidance_scale=3.0)
     detector, preference = judges.load(demo.ASSETS / "judges")
     result = {"relations": relation_rates(policy, detector),
@@ -127,4 +130,4 @@ def main(model=demo.ASSETS / "model"):
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    main()

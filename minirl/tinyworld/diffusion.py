@@ -16,7 +16,7 @@ trained that way, draws a relation's objects in either order (minirl/tinyworld/d
 put weight where layouts are decided: `prediction_type="v_prediction"` (as Stable Diffusion 2; its loss
 counts the x_0 error 1 + SNR(t) times) and `high_noise`, the share of each batch noised at the noisiest fifth
 of the timesteps, drawn from relation captions with `high_noise_kind="relation"`. With all three the model
-learns order within 1,000 steps (assets/tinyworld/FINDINGS.md measures it).
+learns order within 1,000 steps (docs/research.md measures it).
 """
 
 import json
