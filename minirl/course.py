@@ -42,23 +42,41 @@ def load_tiny_world(num_steps=10, guidance_scale=3.0, **policy_kwargs):
     return policy, detector, preference
 
 
-def show_images(images, titles=None, ncols=8, scale=1.2, suptitle=None):
-    """A grid of images (N, 3, H, W) in [0, 1], each with an optional title; returns the figure."""
+def show_images(images, titles=None, ncols=8, scale=1.2, suptitle=None, row_labels=None):
+    """A grid of images (N, 3, H, W) in [0, 1], each with an optional title, each row with an optional label
+    on its left (row_labels: one string a row); returns the figure.
+
+    The figure is sized from the grid: `scale` inches an image (at least 0.8, about 58 px on screen at the
+    inline backend's 72 dpi, so a one-row grid with a long suptitle does not shrink its images; wider where
+    the titles need it), plus room for the titles, the row labels and the suptitle. Text is 9 pt or larger."""
     import matplotlib.pyplot as plt
     images = images.detach().float().clamp(0, 1).cpu()
     ncols = min(ncols, len(images))
     nrows = -(-len(images) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(scale * ncols, scale * nrows + 0.3 * (titles is not None)),
-                             squeeze=False)
+    if row_labels is not None and len(row_labels) != nrows:
+        raise ValueError(f"row_labels needs one label a row: {nrows} rows, got {len(row_labels)} labels")
+    size = max(scale, 0.8)                                                    # inches an image
+    title_lines = max((str(t).count("\n") + 1 for t in titles), default=0) if titles is not None else 0
+    label_chars = max((len(line) for label in row_labels or [] for line in str(label).split("\n")), default=0)
+    title_chars = max((len(line) for t in titles for line in str(t).split("\n")), default=0) if titles else 0
+    size = max(size, 0.068 * title_chars)                                     # titles do not overlap
+    width = size * ncols + 0.075 * label_chars + 0.1
+    height = nrows * (size + 0.17 * title_lines) + 0.4 * bool(suptitle) + 0.1
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width, height), squeeze=False, layout="constrained")
     for ax in axes.flat:
-        ax.axis("off")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.spines[:].set_visible(False)
     for i, (ax, image) in enumerate(zip(axes.flat, images)):
         ax.imshow(image.permute(1, 2, 0).numpy(), interpolation="nearest")
         if titles is not None:
-            ax.set_title(titles[i], fontsize=6)
+            ax.set_title(titles[i], fontsize=9)
+    for ax in axes.flat[len(images):]:
+        ax.set_visible(False)
+    for row, label in enumerate(row_labels or []):
+        axes[row, 0].set_ylabel(label, fontsize=10, rotation=0, ha="right", va="center")
     if suptitle:
-        fig.suptitle(suptitle, fontsize=9)
-    fig.tight_layout()
+        fig.suptitle(suptitle, fontsize=11)
     return fig
 
 
@@ -67,13 +85,18 @@ def plot_curves(curves, xlabel="iteration", ylabel="", title=None, ax=None):
     import matplotlib.pyplot as plt
     if ax is None:
         _, ax = plt.subplots(figsize=(4.5, 3))
+    integer_x = True
     for name, values in curves.items():
         x, y = values if isinstance(values, tuple) else (range(1, len(values) + 1), values)
         ax.plot(list(x), list(y), marker=".", label=name)
+        integer_x = integer_x and all(float(v).is_integer() for v in x)
+    if integer_x:  # iterations, steps: no fractional ticks
+        from matplotlib.ticker import MaxNLocator
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title:
-        ax.set_title(title, fontsize=10)
+        ax.set_title(title, fontsize=11)
     if len(curves) > 1:
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=9)
     return ax

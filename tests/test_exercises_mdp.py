@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from minirl.exercises.solutions import mdp as solution
 from minirl.exercises.mdp import check_ddim_sigmas, check_gaussian_log_prob
 from minirl.mdp import gaussian_log_prob, step_sigmas
 
@@ -22,7 +23,7 @@ def sigmas_by_hand(scheduler, eta, final_alpha=None):
     a = scheduler.alphas_cumprod
     t = scheduler.timesteps
     prev_t = t - scheduler.config.num_train_timesteps // scheduler.num_inference_steps
-    final = scheduler.final_alpha_cumprod if final_alpha is None else torch.tensor(final_alpha)
+    final = scheduler.final_alpha_cumprod if final_alpha is None else torch.as_tensor(final_alpha)
     a_prev = torch.where(prev_t >= 0, a[prev_t.clamp(min=0)], final)
     return eta * ((1 - a_prev) / (1 - a[t]) * (1 - a[t] / a_prev)).sqrt()
 
@@ -31,7 +32,7 @@ def stub(*args):
     raise NotImplementedError
 
 
-@pytest.mark.parametrize("right", [gaussian_log_prob, log_prob_by_hand])
+@pytest.mark.parametrize("right", [gaussian_log_prob, log_prob_by_hand, solution.gaussian_log_prob])
 def test_gaussian_log_prob_checker_passes(right, capsys):
     assert check_gaussian_log_prob(right)
     assert "[PASS]" in capsys.readouterr().out
@@ -47,7 +48,7 @@ def test_gaussian_log_prob_checker_fails(wrong, capsys):
     assert "[FAIL]" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("right", [step_sigmas, sigmas_by_hand])
+@pytest.mark.parametrize("right", [step_sigmas, sigmas_by_hand, solution.ddim_sigmas])
 def test_ddim_sigmas_checker_passes(right, capsys):
     assert check_ddim_sigmas(right)
     assert "[PASS]" in capsys.readouterr().out
@@ -61,6 +62,17 @@ def test_ddim_sigmas_checker_passes(right, capsys):
 def test_ddim_sigmas_checker_fails(wrong, capsys):
     assert not check_ddim_sigmas(wrong)
     assert "[FAIL]" in capsys.readouterr().out
+
+
+def test_ddim_sigmas_checker_fails_alphas_cumprod_0_for_the_last_step(capsys):
+    """The classic bug: the alpha-bar after the last step taken as alphas_cumprod[0]. It agrees with
+    final_alpha_cumprod when set_alpha_to_one=False, so only the set_alpha_to_one=True, steps_offset=1 case
+    catches it, and the message says which case that is."""
+    def first_alpha(scheduler, eta):
+        return sigmas_by_hand(scheduler, eta, final_alpha=scheduler.alphas_cumprod[0])
+    assert not check_ddim_sigmas(first_alpha)
+    out = capsys.readouterr().out
+    assert "[FAIL]" in out and "case 4 (last step with set_alpha_to_one=True, steps_offset=1" in out
 
 
 def test_stubs_are_not_attempted(capsys):

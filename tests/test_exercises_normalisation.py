@@ -38,3 +38,9 @@ def test_stubs_are_reported_not_attempted(capsys):
     assert not check_normalize(stub)
     assert not check_group_relative(stub)
     assert capsys.readouterr().out.count("not attempted") == 2
+
+
+def test_teachers_solutions_pass():
+    from minirl.exercises.solutions import normalisation as solution
+    assert check_normalize(solution.normalize)
+    assert check_group_relative(solution.group_relative)

@@ -26,3 +26,8 @@ def test_stub_is_reported_not_attempted(capsys):
         raise NotImplementedError
     assert not check_statistical_parity(stub)
     assert "not attempted" in capsys.readouterr().out
+
+
+def test_teachers_solution_passes():
+    from minirl.exercises.solutions import parity as solution
+    assert check_statistical_parity(solution.statistical_parity)

@@ -4,6 +4,7 @@ import torch
 
 from minirl import losses
 from minirl.exercises.ppo import check_ppo_loss
+from minirl.exercises.solutions.ppo import ppo_loss as solution
 
 
 def stub(*args):
@@ -18,9 +19,10 @@ def clipped(log_prob, old, a, eps):
 def test_ppo_checker_passes_the_reference():
     assert check_ppo_loss(losses.ppo_loss)  # (loss, info) is accepted
     assert check_ppo_loss(clipped)          # and a bare loss
+    assert check_ppo_loss(solution)         # the teachers' answer
 
 
-def test_ppo_checker_fails_wrong_answers():
+def test_ppo_checker_fails_wrong_answers(capsys):
     def only_clipped(log_prob, old, a, eps):        # no min: the pessimistic bound is lost
         return -(torch.clamp(torch.exp(log_prob - old), 1 - eps, 1 + eps) * a).mean()
 
@@ -36,6 +38,7 @@ def test_ppo_checker_fails_wrong_answers():
 
     for wrong in (only_clipped, maximum, inverted_ratio, unclipped):
         assert not check_ppo_loss(wrong), wrong.__name__
+    assert "case 0 (8 samples, eps 0.2, ratios inside and outside the clip range)" in capsys.readouterr().out
 
 
 def test_stub_is_reported_not_attempted(capsys):

@@ -2,6 +2,7 @@
 
 from minirl import losses
 from minirl.exercises.reinforce import check_reinforce_loss
+from minirl.exercises.solutions.reinforce import reinforce_loss as solution
 
 
 def stub(*args):
@@ -11,11 +12,13 @@ def stub(*args):
 def test_reinforce_checker_passes_the_reference():
     assert check_reinforce_loss(losses.reinforce_loss)                      # (loss, info) is accepted
     assert check_reinforce_loss(lambda log_prob, a: -(a * log_prob).mean())  # and a bare loss
+    assert check_reinforce_loss(solution)                                    # the teachers' answer
 
 
 def test_reinforce_checker_fails_wrong_answers(capsys):
     assert not check_reinforce_loss(lambda log_prob, a: (a * log_prob).mean())          # ascends the loss
     assert not check_reinforce_loss(lambda log_prob, a: -(a * log_prob).sum())          # sum: grad N times larger
+    assert "case 1 (5 samples)" in capsys.readouterr().out                                # which case, and what
     assert not check_reinforce_loss(lambda log_prob, a: -(a * log_prob.exp()).mean())   # grad of p, not of log p
     assert not check_reinforce_loss(lambda log_prob, a: -(a * log_prob.detach()).mean())  # no gradient at all
     assert "no gradient" in capsys.readouterr().out

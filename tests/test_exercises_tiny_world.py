@@ -1,5 +1,6 @@
 """The checker of notebook 01's exercise passes a right answer and fails wrong ones without raising."""
 
+from minirl.exercises.solutions.tiny_world import guided_noise as solution
 from minirl.exercises.tiny_world import check_guided_noise
 
 
@@ -30,9 +31,10 @@ def stub(*args):
 
 def test_guided_noise_checker(capsys):
     assert check_guided_noise(guided_noise)
-    assert "[PASS]" in capsys.readouterr().out
+    assert check_guided_noise(solution)
+    assert capsys.readouterr().out.count("[PASS]") == 2
     for wrong in (guided_noise_offset_by_one, conditional_only):
         assert not check_guided_noise(wrong)
-        assert "[FAIL]" in capsys.readouterr().out
+        assert "[FAIL] guided_noise: case 0 (t = 901, w = 3" in capsys.readouterr().out
     assert not check_guided_noise(stub)
     assert "not attempted" in capsys.readouterr().out

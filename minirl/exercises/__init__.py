@@ -1,30 +1,36 @@
 """Checkers for the course's coding exercises: one module a notebook, each with `check_<exercise>(fn)`.
 
 A checker runs the student's function and the reference on fixed cases, prints pass or fail with the first
-difference, and returns True or False. It never raises, so a stub cell left undone does not break the
-notebook (a stub raises NotImplementedError, reported as "not attempted yet").
+failing case, what that case tests and how the answers differ, and returns True or False (for tests and
+teachers). It never raises, so a stub cell left undone does not break the notebook (a stub raises
+NotImplementedError, reported as "not attempted yet"). A notebook's checker cell ends with `;`
+(`check_x(my_x);`) so that the returned value is not echoed as `Out: False` under the printed verdict.
+
+Reference answers for teachers are in `minirl.exercises.solutions`.
 """
 
 import torch
 
 
-def check(name, student, reference, cases, atol=1e-5, rtol=1e-4):
+def check(name, student, reference, cases, atol=1e-5, rtol=1e-4, descriptions=None):
     """Compare student(*case) with reference(*case) for each case (a tuple of arguments); print and return
     whether all match. The student works on copies of the case's tensors. Outputs may be tensors, numbers,
-    None, or tuples / lists of them."""
+    None, or tuples / lists of them. descriptions: optional, one short line a case saying what it tests
+    ("last step with set_alpha_to_one=True"), printed with a failure."""
     for i, case in enumerate(cases):
+        label = f"case {i}" + (f" ({descriptions[i]})" if descriptions else "")
         try:
             got = student(*[a.clone() if isinstance(a, torch.Tensor) else a for a in case])  # edits stay local
         except NotImplementedError:
             print(f"[ ] {name}: not attempted yet (the stub raises NotImplementedError)")
             return False
         except Exception as e:  # a student's bug is reported, not raised
-            print(f"[FAIL] {name}: case {i} raised {type(e).__name__}: {e}")
+            print(f"[FAIL] {name}: {label} raised {type(e).__name__}: {e}")
             return False
         want = reference(*case)
         problem = _difference(got, want, atol, rtol)
         if problem:
-            print(f"[FAIL] {name}: case {i}: {problem}")
+            print(f"[FAIL] {name}: {label}: {problem}")
             return False
     print(f"[PASS] {name}: {len(cases)} cases match the reference")
     return True

@@ -3,7 +3,8 @@
 - `check_gaussian_log_prob(fn)`: fn(x, mean, sigma, reduce) -> log N(x; mean, sigma^2 I) per sample (B,),
   averaged ("mean") or summed ("sum") over dimensions, against `minirl.mdp.gaussian_log_prob`.
 - `check_ddim_sigmas(fn)`: fn(scheduler, eta) -> sigma_t of every step of a DDIMScheduler's schedule (T,)
-  (DDIM Eq. 16), against `minirl.mdp.step_sigmas` on four schedules.
+  (DDIM Eq. 16), against `minirl.mdp.step_sigmas` on five schedules, one of which catches the classic bug of
+  taking `alphas_cumprod[0]` for the alpha-bar after the last step instead of `final_alpha_cumprod`.
 """
 
 import torch
@@ -28,21 +29,36 @@ def _log_prob_cases():
     return cases
 
 
+LOG_PROB_CASES = ("a sample of the Gaussian, mean over dimensions", "the same, sum over dimensions",
+                  "another shape and three sigmas down to 0.02, mean", "sigma 0.005, sum",
+                  "x far from the mean: the quadratic term dominates")
+
+
 def check_gaussian_log_prob(student_fn):
     """student_fn(x (B, C, H, W), mean (B, C, H, W), sigma (B,), reduce "mean" | "sum") -> (B,)."""
-    return check("gaussian_log_prob", student_fn, gaussian_log_prob, _log_prob_cases(), atol=1e-4, rtol=1e-5)
+    return check("gaussian_log_prob", student_fn, gaussian_log_prob, _log_prob_cases(), atol=1e-4, rtol=1e-5,
+                 descriptions=LOG_PROB_CASES)
 
 
 def _schedulers():
-    """(scheduler, eta): the tiny world's, Stable Diffusion's at eta 1 and 0.5, and one ending on sigma_t = 0."""
+    """(scheduler, eta) of each case of SCHEDULER_CASES."""
     tiny = ddim_scheduler()
     sd, sd_half = sd_scheduler(), sd_scheduler()
     ends_at_zero = sd_scheduler(set_alpha_to_one=True, steps_offset=0)
-    for scheduler, steps in ((tiny, 10), (sd, 20), (sd_half, 50), (ends_at_zero, 10)):
+    to_one = sd_scheduler(set_alpha_to_one=True, steps_offset=1)  # last t = 1: alpha_bar after it is 1, not a[0]
+    for scheduler, steps in ((tiny, 10), (sd, 20), (sd_half, 50), (ends_at_zero, 10), (to_one, 10)):
         scheduler.set_timesteps(steps)
-    return [(tiny, 1.0), (sd, 1.0), (sd_half, 0.5), (ends_at_zero, 1.0)]
+    return [(tiny, 1.0), (sd, 1.0), (sd_half, 0.5), (ends_at_zero, 1.0), (to_one, 1.0)]
+
+
+SCHEDULER_CASES = ("the tiny world's schedule, eta 1", "Stable Diffusion's schedule, 20 steps, eta 1",
+                   "Stable Diffusion's schedule, 50 steps, eta 0.5",
+                   "last step lands on t = 0 with set_alpha_to_one=True: sigma_t = 0 there",
+                   "last step with set_alpha_to_one=True, steps_offset=1: the alpha-bar after it is "
+                   "final_alpha_cumprod = 1, not alphas_cumprod[0]")
 
 
 def check_ddim_sigmas(student_fn):
     """student_fn(scheduler (a DDIMScheduler after set_timesteps), eta) -> sigma_t of each step (T,)."""
-    return check("ddim_sigmas", student_fn, step_sigmas, _schedulers(), atol=1e-6, rtol=1e-4)
+    return check("ddim_sigmas", student_fn, step_sigmas, _schedulers(), atol=1e-6, rtol=1e-4,
+                 descriptions=SCHEDULER_CASES)

@@ -19,7 +19,9 @@ def _normalize_cases():
 
 def check_normalize(student_fn):
     """student_fn(rewards (N,)) -> advantages (N,): A = (r - mean) / (std + 1e-8) over the batch (Eq. 10)."""
-    return check("normalize (per-batch advantages)", student_fn, advantages.normalize, _normalize_cases())
+    return check("normalize (per-batch advantages)", student_fn, advantages.normalize, _normalize_cases(),
+                 descriptions=["16 random rewards", "4 rewards: the population std (ddof 0), not the sample std",
+                               "6 rewards in [0, 1]", "every reward equal: advantages 0, not NaN (the 1e-8)"])
 
 
 def _group_cases():
@@ -35,4 +37,6 @@ def _group_cases():
 def check_group_relative(student_fn):
     """student_fn(rewards (N,), group_ids (N,)) -> advantages (N,), normalised within each group."""
     return check("group_relative (advantages within each group)", student_fn, advantages.group_relative,
-                 _group_cases())
+                 _group_cases(), descriptions=[
+                     "two contiguous groups of 4", "3 groups interleaved, not in blocks",
+                     "ids 7, 3, 9 of sizes 3, 3, 3: any ids, in any order", "a constant group: its advantages are 0"])

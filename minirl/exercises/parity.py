@@ -22,4 +22,7 @@ def _cases():
 
 def check_statistical_parity(student_fn):
     """student_fn(labels (N,) class indices, num_classes) -> SP, a number (a 0-d tensor or a float)."""
-    return check("statistical_parity (Eq. 12)", student_fn, statistical_parity, _cases())
+    return check("statistical_parity (Eq. 12)", student_fn, statistical_parity, _cases(), descriptions=[
+        "4 of each colour: SP 0", "all red: SP 0.75, the largest for 4 classes",
+        "8 red and 8 blue: the two absent colours count too", "the last class present, the first absent",
+        "a random batch of 16", "2 classes, 10 samples", "5 classes of which 2 are never predicted"])

@@ -25,7 +25,13 @@ def _cases():
     return cases
 
 
+DESCRIPTIONS = ("8 samples, eps 0.2, ratios inside and outside the clip range",
+                "64 samples, eps 0.2: gradient 0 exactly where the clip is active",
+                "64 samples, eps 1e-4 (the paper's clip range on per-dimension log-probs)",
+                "the first update: log_prob = old_log_prob, w = 1, the gradient is REINFORCE's")
+
+
 def check_ppo_loss(student_fn):
     """student_fn(log_prob (N,), old_log_prob (N,), advantages (N,), clip_range) -> scalar loss -J (Eq. 7)."""
     return check("ppo_loss (item 0: the loss, item 1: its gradient in log_prob)", value_and_grad(student_fn),
-                 value_and_grad(losses.ppo_loss), _cases())
+                 value_and_grad(losses.ppo_loss), _cases(), descriptions=DESCRIPTIONS)

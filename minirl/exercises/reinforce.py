@@ -40,7 +40,11 @@ def _cases():
     return cases
 
 
+DESCRIPTIONS = ("one sample", "5 samples", "64 samples: a mean over the batch, not a sum",
+                "all advantages 0: the loss and its gradient are 0")
+
+
 def check_reinforce_loss(student_fn):
     """student_fn(log_prob (N,), advantages (N,)) -> scalar loss whose gradient is -mean(A * grad log p)."""
     return check("reinforce_loss (item 0: the loss, item 1: its gradient in log_prob)", value_and_grad(student_fn),
-                 value_and_grad(losses.reinforce_loss), _cases())
+                 value_and_grad(losses.reinforce_loss), _cases(), descriptions=DESCRIPTIONS)

@@ -19,6 +19,10 @@ CASES = (  # (timestep, prompts, guidance scale w); w > 1 turns guidance on in D
 )
 
 
+DESCRIPTIONS = ("t = 901, w = 3 (the course's guidance)", "t = 501, w = 7.5 (strong guidance)",
+                "t = 101, w = 1.5", "t = 301, w = 1: no guidance, the result is the conditional eps_c alone")
+
+
 @lru_cache(maxsize=1)
 def _policy():
     from minirl import course
@@ -52,4 +56,4 @@ def check_guided_noise(student_fn):
         return False
     with torch.no_grad():
         return check("guided_noise", student_fn, lambda unet, x, t, c, u, w: expected[t, w], cases,
-                     atol=1e-5, rtol=1e-4)
+                     atol=1e-5, rtol=1e-4, descriptions=DESCRIPTIONS)
