@@ -1,8 +1,10 @@
 """The tiny world's RL demo: a short run raises a reward by a margin, and the demo writes its run folder."""
 
 import json
+import re
 
 import pytest
+import torch
 
 from minirl.tinyworld import demo, scenes
 from minirl.runlog import read_metrics
@@ -27,7 +29,7 @@ def test_demo_writes_its_run_folder(tmp_path):
     printed = []
     result = demo.run(demo.DemoConfig(epochs=1, eval_samples=1, out=str(tmp_path)), log=printed.append)
     saved = json.loads((tmp_path / "metrics.json").read_text())
-    assert set(saved) == {"config", "base", "fine_tuned", "targets"}
+    assert set(saved) == {"config", "base", "fine_tuned", "claims_held"}
     assert saved["base"] == result["base"] and set(saved["fine_tuned"]) == set(saved["base"])
     for key, _, _ in demo.ROWS:
         assert 0 <= saved["base"][key] <= 1 or "preference" in key, key
@@ -36,10 +38,55 @@ def test_demo_writes_its_run_folder(tmp_path):
     assert len(index) == 2 * sum(len(pairs) for pairs in sets.values())
     assert all((tmp_path / entry["file"]).is_file() for entry in index)
     assert {e["stage"] for e in index} == {"before", "after"}
-    for name in ("before_after.png", "before_after.json", "reward_curves.png", "config.json"):
+    for name in ("before_after.png", "reward_curves.png", "config.json"):
         assert (tmp_path / name).is_file(), name
     assert any("held-out relations" in line for line in printed)
     for name in ("parity_train", "parity_heldout"):  # every colour's share, so a swing past parity shows
         assert sum(saved["base"][f"parity/{name}/{c}_share"] for c in scenes.COLOURS) == pytest.approx(1)
     assert any(line.startswith("colours of 'a circle' etc., base -> RL: red ") for line in printed)
     assert [m["epoch"] for m in read_metrics(tmp_path)] == [1]
+    assert not any("[ ]" in line for line in printed)  # what happened, in sentences: no unchecked boxes
+    assert any("notebooks/07_joint_training.ipynb" in line for line in printed)
+
+
+def metrics(sp, single=0.99, rater=0.5, preference=0.0):
+    """A made-up evaluation: every key the demo's table and claims read."""
+    m = {key: 0.5 for key, _, _ in demo.ROWS}
+    m.update({demo.SP: sp, demo.SP_HELDOUT: sp, demo.SINGLE: single, demo.RATER: rater})
+    m.update({key: preference for key in demo.PREFERENCE})
+    m.update({f"parity/parity_train/{c}_share": s for c, s in zip(scenes.COLOURS, (0.7, 0.1, 0.1, 0.1))})
+    return m
+
+
+def test_a_claim_that_fails_on_this_run_is_not_printed_as_held():
+    held_everywhere = {c.name for c in demo.CLAIMS}
+    base = metrics(sp=0.6)
+    good, _ = demo.what_happened(base, metrics(sp=0.2, preference=1.0), held_everywhere)
+    bad, held = demo.what_happened(base, metrics(sp=0.5, single=0.8, preference=1.0), held_everywhere)
+    claims = {c.name: re.split("[:({]", c.claim)[0] for c in demo.CLAIMS}  # the words before any number
+    assert any(line.startswith(claims["parity"]) for line in good)
+    assert not held["parity"] and not held["single"] and held["preference"]
+    assert not any(line.startswith(claims["parity"]) or line.startswith(claims["single"]) for line in bad)
+    assert any("0.60 -> 0.50" in line for line in bad)  # said plainly instead
+    assert any(line.startswith(claims["preference"]) for line in bad)
+    never, _ = demo.what_happened(base, metrics(sp=0.2, preference=1.0), held_on_seeds=set())
+    assert not any(line.startswith(text) for line in never for text in claims.values())  # not measured: not claimed
+
+
+def test_before_after_figure_is_readable(tmp_path):
+    """Every image at least 64 px on screen, a label on every row, the prompt under every column, the colour
+    histogram; written to before_after.png."""
+    sets = demo.eval_prompts(1)
+    images = {name: torch.rand(len(pairs), 3, 16, 16) for name, pairs in sets.items()}
+    demo.write_samples(tmp_path, images, images, sets, metrics(sp=0.6), metrics(sp=0.2))
+    from PIL import Image
+    width, height = Image.open(tmp_path / "before_after.png").size
+    fig = demo.before_after_figure(images, images, sets, metrics(sp=0.6), metrics(sp=0.2))
+    assert (width, height) == tuple(round(x * fig.dpi) for x in fig.get_size_inches())
+    shown = [ax for ax in fig.axes if ax.images]
+    assert len(shown) == 2 * len(demo.FIGURE_SETS) * 9
+    assert min(ax.get_window_extent().width for ax in shown) >= 64
+    assert sum(bool(ax.get_ylabel()) for ax in shown) == 2 * len(demo.FIGURE_SETS)  # before / after x set
+    assert sum(len(ax.texts) for ax in shown) == len(demo.FIGURE_SETS) * 9           # a prompt a column
+    assert min(t.get_fontsize() for ax in fig.axes for t in ax.texts) >= 9
+    assert len([ax for ax in fig.axes if ax.patches]) == 1                          # the colour histogram

@@ -17,8 +17,10 @@ import json
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
+from tqdm.auto import tqdm
 
 from minirl import runlog
 from minirl.tinyworld import diffusion, judges, scenes
@@ -85,36 +87,42 @@ def pretrain_data(recipe=None):
 
 # ---------------------------------------------------------------------------------------------- evaluate
 
-def eval_prompts(samples):
-    """Fixed evaluation prompts: {set name: [(prompt, seed), ...]}, the same for every model."""
+def eval_prompts(samples, eval_seed=0):
+    """Fixed evaluation prompts: {set name: [(prompt, seed), ...]}, the same for every model. eval_seed != 0
+    draws other noise seeds for the same prompts (the spread of an evaluation, as bench/demo_seeds.py measures)."""
     rng = random.Random(2024)
+    tag = ("eval",) if eval_seed == 0 else ("eval", eval_seed)
     relation_train = rng.sample(scenes.prompts("relation", "train"), 48)
     relation_heldout = rng.sample(scenes.prompts("relation", "heldout"), 48)
     singles = [p for p in scenes.prompts("single") if p not in COLOURLESS]
     sets = {"relation_train": relation_train, "relation_heldout": relation_heldout, "single": singles * 4}
-    out = {name: [(p, seed_for("eval", name, i, s)) for i, p in enumerate(prompts) for s in range(samples)]
+    out = {name: [(p, seed_for(*tag, name, i, s)) for i, p in enumerate(prompts) for s in range(samples)]
            for name, prompts in sets.items()}
     for name, prompts in (("parity_train", COLOURLESS), ("parity_heldout", COLOURLESS_COUNTS)):
-        out[name] = [(p, seed_for("eval", name, p, i)) for p in prompts for i in range(16 * samples)]
+        out[name] = [(p, seed_for(*tag, name, p, i)) for p in prompts for i in range(16 * samples)]
     return out
 
 
 @torch.no_grad()
-def generate(policy, pairs, batch_size=64):
-    """Images (N, 3, 16, 16) for (prompt, seed) pairs; each image depends on its seed only."""
+def generate(policy, pairs, batch_size=64, bar=None):
+    """Images (N, 3, 16, 16) for (prompt, seed) pairs; each image depends on its seed only. bar: a tqdm bar
+    advanced by one image at a time."""
     images = []
     for b in range(0, len(pairs), batch_size):
         prompts, seeds = zip(*pairs[b:b + batch_size])
         generators = [torch.Generator().manual_seed(s) for s in seeds]
         images.append(policy.decode(policy.rollout(list(prompts), generators).latents[:, -1]))
+        if bar is not None:
+            bar.update(len(prompts))
     return torch.cat(images)
 
 
 @torch.no_grad()
-def evaluate(policy, detector, preference, samples=2):
+def evaluate(policy, detector, preference, samples=2, eval_seed=0):
     """The table's numbers for one model: returns (metrics, {set name: images})."""
-    sets = eval_prompts(samples)
-    images = {name: generate(policy, pairs) for name, pairs in sets.items()}
+    sets = eval_prompts(samples, eval_seed)
+    with tqdm(total=sum(map(len, sets.values())), desc="evaluating", unit="image", dynamic_ncols=True) as bar:
+        images = {name: generate(policy, pairs, bar=bar) for name, pairs in sets.items()}
     composition = judges.CompositionReward(detector)
     metrics = {}
     for name in ("relation_train", "relation_heldout", "single"):
@@ -165,19 +173,65 @@ def table(base, tuned):
     return "\n".join(lines)
 
 
-def targets(base, tuned):
-    """The issue's bar for the demo: {what: met}."""
-    b, t = base, tuned
-    return {
-        "colour parity at most a third of the base's":
-            t["parity/parity_train/statistical_parity"] <= b["parity/parity_train/statistical_parity"] / 3,
-        "held-out composition success up by at least 20 points":
-            t["composition/relation_heldout/success"] >= b["composition/relation_heldout/success"] + 0.2,
-        "preference reward up": t["preference/relation_train/reward"] > b["preference/relation_train/reward"],
-        "the rater's own taste not worse (no hacking)": t["preference/single/rater"] >= b["preference/single/rater"],
-        "single-object success within 5 points of the base":
-            t["composition/single/success"] >= b["composition/single/success"] - 0.05,
-    }
+SP, SP_HELDOUT = "parity/parity_train/statistical_parity", "parity/parity_heldout/statistical_parity"
+SINGLE, RATER = "composition/single/success", "preference/single/rater"
+PREFERENCE = ("preference/relation_train/reward", "preference/relation_heldout/reward", "preference/single/reward")
+RATER_NOISE = 0.014  # the std of the base's rater utility over evaluation seeds 0-4 (bench/demo_seeds.py)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A sentence about a run, with its test on (base, tuned) metrics and, for a run where the test fails, a
+    plain statement of what happened. Both texts are format strings over `claim_values`."""
+    name: str
+    holds: Callable
+    claim: str
+    happened: str
+
+
+CLAIMS = [
+    Claim("parity", lambda b, t: t[SP] <= 0.6 * b[SP],
+          "Colour parity: the statistical parity of 'a circle' etc. fell to {sp_ratio:.0%} of the base's "
+          "({b_sp:.2f} -> {t_sp:.2f}; at most 60% of it on each of seeds 0-4).",
+          "The statistical parity of 'a circle' etc. went {b_sp:.2f} -> {t_sp:.2f} ({sp_ratio:.0%} of the base's)."),
+    Claim("parity_heldout", lambda b, t: t[SP_HELDOUT] < b[SP_HELDOUT],
+          "Parity carries over to prompts it never trained on: 'two circles' etc. {b_sp2:.2f} -> {t_sp2:.2f}.",
+          "The statistical parity of 'two circles' etc. (not trained) went {b_sp2:.2f} -> {t_sp2:.2f}."),
+    Claim("single", lambda b, t: t[SINGLE] >= b[SINGLE] - 0.05,
+          "Single objects are still drawn right: success {b_single:.0%} -> {t_single:.0%} (within 5 points).",
+          "Single-object success went {b_single:.0%} -> {t_single:.0%}."),
+    Claim("preference", lambda b, t: all(t[k] > b[k] for k in PREFERENCE),
+          "The preference reward rose on every prompt set ({preference}).",
+          "The preference reward went {preference}."),
+    Claim("rater", lambda b, t: t[RATER] >= b[RATER] - RATER_NOISE,
+          "Not a hack: the simulated rater's own utility did not fall beyond the noise of an evaluation "
+          "({b_rater:.3f} -> {t_rater:.3f}; noise {noise:.3f}).",
+          "The simulated rater's own utility went {b_rater:.3f} -> {t_rater:.3f}."),
+]
+HELD_ON_SEEDS = set()  # the claims that held on every one of seeds 0-4 (bench/demo_seeds.py); none measured yet
+
+
+def claim_values(b, t):
+    return {"b_sp": b[SP], "t_sp": t[SP], "sp_ratio": t[SP] / b[SP], "b_sp2": b[SP_HELDOUT],
+            "t_sp2": t[SP_HELDOUT], "b_single": b[SINGLE], "t_single": t[SINGLE], "b_rater": b[RATER],
+            "t_rater": t[RATER], "noise": RATER_NOISE,
+            "preference": ", ".join(f"{FIGURE_SETS[k.split('/')[1]]} {b[k]:.2f} -> {t[k]:.2f}"
+                                    for k in PREFERENCE)}
+
+
+def what_happened(base, tuned, held_on_seeds=HELD_ON_SEEDS):
+    """The demo's closing lines and {claim: held on this run}. A claim is printed as a claim only where it
+    held on every measured seed and holds on this run too; otherwise the line says what happened."""
+    values = claim_values(base, tuned)
+    held = {c.name: bool(c.holds(base, tuned)) for c in CLAIMS}
+    lines = [(c.claim if c.name in held_on_seeds and held[c.name] else c.happened).format(**values)
+             for c in CLAIMS]
+    train, heldout = "composition/relation_train/success", "composition/relation_heldout/success"
+    lines.append(f"Composition is not learned here (success on training relations {base[train]:.0%} -> "
+                 f"{tuned[train]:.0%}, held-out {base[heldout]:.0%} -> {tuned[heldout]:.0%}): "
+                 "notebooks/07_joint_training.ipynb shows why composition does not learn in the tiny world, "
+                 "and docs/research.md has the probes.")
+    return lines, held
 
 
 def run(cfg, log=print, base=None):
@@ -197,23 +251,26 @@ def run(cfg, log=print, base=None):
     trainer.train()
     log("evaluating the fine-tuned model ...")
     tuned, after = evaluate(policy, detector, preference, cfg.eval_samples)
-    met = targets(base, tuned)
-    result = {"config": asdict(cfg), "base": base, "fine_tuned": tuned, "targets": met, "base_images": before}
-    (out / "metrics.json").write_text(json.dumps({k: v for k, v in result.items() if k != "base_images"}, indent=1))
-    write_samples(out, before, after, eval_prompts(cfg.eval_samples))
+    lines, held = what_happened(base, tuned)
+    result = {"config": asdict(cfg), "base": base, "fine_tuned": tuned, "claims_held": held, "base_images": before,
+              "images": after}
+    (out / "metrics.json").write_text(json.dumps({k: v for k, v in result.items() if "images" not in k}, indent=1))
+    write_samples(out, before, after, eval_prompts(cfg.eval_samples), base, tuned)
     runlog.plot_reward_curves(out)
     log(table(base, tuned))
     log("colours of 'a circle' etc., base -> RL: " + ", ".join(
         f"{c} {base[f'parity/parity_train/{c}_share']:.0%} -> {tuned[f'parity/parity_train/{c}_share']:.0%}"
         for c in scenes.COLOURS))
-    for what, ok in met.items():
-        log(f"  [{'x' if ok else ' '}] {what}")
+    log("\nWhat happened:")
+    for line in lines:
+        log("  - " + line)
     log(f"written to {out}/: before_after.png, reward_curves.png, metrics.json, samples/ (index.json)")
     return result
 
 
-def write_samples(out, before, after, sets):
-    """Every evaluation image as a PNG, an index of prompts and seeds, and a before/after grid."""
+def write_samples(out, before, after, sets, base, tuned):
+    """Every evaluation image as a PNG, an index of prompts and seeds, and the before/after figure."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from torchvision.utils import save_image
     index = []
     for stage, images in (("before", before), ("after", after)):
@@ -226,14 +283,55 @@ def write_samples(out, before, after, sets):
                 index.append({"stage": stage, "set": name, "prompt": prompt, "seed": seed,
                               "file": str(path.relative_to(out))})
     (out / "samples" / "index.json").write_text(json.dumps(index, indent=1))
-    samples = len(sets["relation_train"]) // 48  # 12 images a row, the same prompts and seeds before and after:
-    picks = {name: range(0, 12 * samples, samples) for name in ("single", "relation_train", "relation_heldout")}
-    picks["parity_train"] = range(0, len(sets["parity_train"]), len(sets["parity_train"]) // 12)  # 4 a prompt
-    rows = [images[name][list(idx)] for images in (before, after) for name, idx in picks.items()]
-    save_image(torch.cat(rows), out / "before_after.png", nrow=12, padding=1, pad_value=1.0)
-    (out / "before_after.json").write_text(json.dumps({
-        "rows": [f"{stage}: {name}" for stage in ("before", "after") for name in picks],
-        "prompts": {name: [sets[name][i][0] for i in idx] for name, idx in picks.items()}}, indent=1))
+    fig = before_after_figure(before, after, sets, base, tuned)
+    FigureCanvasAgg(fig).print_png(out / "before_after.png")  # its own canvas: the user's backend is left alone
+
+
+FIGURE_SETS = {"single": "single objects", "relation_train": "training relations",
+               "relation_heldout": "held-out relations", "parity_train": "colour-free prompts"}
+
+
+def before_after_figure(before, after, sets, base, tuned, columns=9, dpi=100):
+    """The base and the fine-tuned model on the same prompts and seeds: for each set, a row before and a row
+    after (images scaled up with nearest neighbour), the prompt under each column; below, the colours the
+    detector sees in the colour-free prompts' images, before and after. Returns a matplotlib Figure."""
+    import textwrap
+    from matplotlib.figure import Figure
+    size, caption, gap = 0.95, 0.65, 0.15  # inches: an image (95 px at dpi 100), the prompts under a set, a gap
+    heights = [size, size, caption, gap] * len(FIGURE_SETS) + [0.3, 2.0]
+    fig = Figure(figsize=(1.75 + columns * (size + 0.1), sum(heights) + 0.8), dpi=dpi)
+    grid = fig.add_gridspec(len(heights), columns, height_ratios=heights, left=1.7 / fig.get_figwidth(),
+                            right=0.99, top=1 - 0.45 / fig.get_figheight(), bottom=0.35 / fig.get_figheight(),
+                            hspace=0.04, wspace=0.1)
+    for s, (name, title) in enumerate(FIGURE_SETS.items()):
+        picks = [round(i * len(sets[name]) / columns) for i in range(columns)]  # spread over the set's prompts
+        for r, (stage, images) in enumerate((("before", before), ("after", after))):
+            for c, i in enumerate(picks):
+                ax = fig.add_subplot(grid[4 * s + r, c])
+                ax.imshow(images[name][i].clamp(0, 1).permute(1, 2, 0).numpy(), interpolation="nearest")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if c == 0:
+                    ax.set_ylabel(f"{stage}\n{title}", fontsize=10, rotation=0, ha="right", va="center")
+                if r == 1:
+                    ax.text(0.5, -0.04, "\n".join(textwrap.wrap(sets[name][i][0], 14)), fontsize=9,
+                            transform=ax.transAxes, ha="center", va="top")
+    ax = fig.add_subplot(grid[-1, 1:columns - 1])
+    x = torch.arange(len(scenes.COLOURS)).float()
+    for offset, (stage, m) in zip((-0.2, 0.2), (("before", base), ("after", tuned))):
+        shares = [m[f"parity/parity_train/{c}_share"] for c in scenes.COLOURS]  # the detector's colour h(x)
+        bars = ax.bar(x + offset, shares, width=0.38, color=list(scenes.COLOURS.values()), edgecolor="black",
+                      alpha=0.4 if stage == "before" else 1.0)
+        ax.bar_label(bars, [stage] * len(shares), fontsize=9)
+    ax.set_xticks(x.tolist(), list(scenes.COLOURS), fontsize=10)
+    ax.set_ylabel("share of images", fontsize=10)
+    ax.set_title("the colours of 'a circle', 'a square', 'a triangle' (the detector's); "
+                 f"statistical parity {base['parity/parity_train/statistical_parity']:.2f} -> "
+                 f"{tuned['parity/parity_train/statistical_parity']:.2f}", fontsize=10)
+    ax.set_ylim(0, 1.12)
+    fig.suptitle("the same prompts and seeds, before and after joint RL", fontsize=12,
+                 y=1 - 0.12 / fig.get_figheight(), va="top")
+    return fig
 
 
 # --------------------------------------------------------------------------------------- alignment tax
