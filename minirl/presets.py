@@ -4,7 +4,7 @@
     minirl train --preset ddpo --reward aesthetic ...                                 DDPO's defaults
     minirl train --preset flow-grpo --pipeline stabilityai/stable-diffusion-3.5-medium   Flow-GRPO on SD 3.5
 
-`paper` (Zhang et al. 2024, Appendix A; paper/NOTES.md): SD 2 base at 512 px, the full UNet (no LoRA), 50 DDIM
+`paper` (Zhang et al. 2024, arXiv 2401.12244, Appendix A): SD 2 base at 512 px, the full UNet (no LoRA), 50 DDIM
 steps with eta 1, CFG 7, 5 timesteps trained a chain (timestep_fraction 0.105 of the 48 steps whose sigma_t is
 at least min_sigma), PPO clip 1e-4, advantages normalised over the global batch and clipped to +-10, AdamW
 lr 2e-6 (weight decay 1e-2), bf16, 2,048 samples an iteration (128 GPUs x 16), the three tasks (ImageReward,
