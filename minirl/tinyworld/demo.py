@@ -208,7 +208,7 @@ CLAIMS = [
           "({b_rater:.3f} -> {t_rater:.3f}; noise {noise:.3f}).",
           "The simulated rater's own utility went {b_rater:.3f} -> {t_rater:.3f}."),
 ]
-HELD_ON_SEEDS = set()  # the claims that held on every one of seeds 0-4 (bench/demo_seeds.py); none measured yet
+HELD_ON_SEEDS = {"parity_heldout", "single"}  # held on every one of seeds 0-4 (bench/demo_seeds.py, 2026-11-29)
 
 
 def claim_values(b, t):
