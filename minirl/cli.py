@@ -312,7 +312,8 @@ def main(argv=None):
             p.add_argument("--tasks", type=lambda s: tuple(s.split(",")), default=TASKS,
                            help=f"comma-separated subset of {','.join(TASKS)}")
         else:
-            p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
+            p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default,
+                           help="default: %(default)s")
     p.set_defaults(func=demo)
     p = sub.add_parser("train-judges", help="train the tiny world's detector and preference model",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
