@@ -27,8 +27,8 @@ def _cases():
 
 
 DESCRIPTIONS = ["13 red and one of each other colour", "a fair group: every credit is positive",
-         "all red: removing one changes nothing, every credit is 0", "two colours absent from the group",
-         "a random group of 16", "5 classes, a group of 5", "2 classes, a group of 6"]
+                "all red: removing one changes nothing, every credit is 0", "two colours absent from the group",
+                "a random group of 16", "5 classes, a group of 5", "2 classes, a group of 6"]
 
 
 def _others(labels):
@@ -60,14 +60,14 @@ def check_leave_one_out_credit(student_fn):
     c_i = -SP(B) + SP(B without sample i). On a failure, says which common mistake the answer matches."""
     passed = check("leave_one_out_credit", student_fn, leave_one_out_credit, _cases(), descriptions=DESCRIPTIONS)
     if not passed:
+        cases = _cases()
+        try:  # the student's answers, computed once for every comparison below
+            answers = [torch.as_tensor(student_fn(*case), dtype=torch.float64) for case in cases]
+        except Exception:  # a stub or a crash: check() already said so
+            return False
         for meaning, wrong in WRONG.items():
-            try:
-                same = all(torch.allclose(torch.as_tensor(student_fn(*case), dtype=torch.float64),
-                                          torch.as_tensor(wrong(*case), dtype=torch.float64), atol=1e-5)
-                           for case in _cases())
-            except Exception:  # a stub or a crash: check() already said so
-                return False
-            if same:
+            expected = [torch.as_tensor(wrong(*case), dtype=torch.float64) for case in cases]
+            if all(a.shape == e.shape and torch.allclose(a, e, atol=1e-5) for a, e in zip(answers, expected)):
                 print(f"       this is {meaning}")
                 break
     return passed

@@ -326,8 +326,7 @@ def before_after_figure(before, after, sets, base, tuned, columns=9, dpi=100):
     ax.set_xticks(x.tolist(), list(scenes.COLOURS), fontsize=10)
     ax.set_ylabel("share of images", fontsize=10)
     ax.set_title("the colours of 'a circle', 'a square', 'a triangle' (the detector's); "
-                 f"statistical parity {base['parity/parity_train/statistical_parity']:.2f} -> "
-                 f"{tuned['parity/parity_train/statistical_parity']:.2f}", fontsize=10)
+                 f"statistical parity {base[SP]:.2f} -> {tuned[SP]:.2f}", fontsize=10)
     ax.set_ylim(0, 1.12)
     fig.suptitle("the same prompts and seeds, before and after joint RL", fontsize=12,
                  y=1 - 0.12 / fig.get_figheight(), va="top")
