@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict, fields
 from pathlib import Path
 
-import torch
+from safetensors.torch import save_file
 
 from minirl.tinyworld import demo, diffusion, judges
 
@@ -47,7 +47,9 @@ def main():
         record["base_eval"]["0"] = result["base"]
         record["runs"][str(seed)] = {"fine_tuned": result["fine_tuned"], "seconds": time.perf_counter() - start}
         if seed == seeds[0]:
-            torch.save({"before": result["base_images"], "after": result["images"]}, path.parent / "images.pt")
+            save_file({f"{stage}/{name}": images.clone() for stage, by_set in
+                       (("before", result["base_images"]), ("after", result["images"]))
+                       for name, images in by_set.items()}, path.parent / "images.safetensors")
         path.write_text(json.dumps(record, indent=1))
 
     detector, preference = judges.load(cfg.judges)
