@@ -22,18 +22,18 @@ from minirl.tinyworld import demo, diffusion, judges
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", default="0,1,2,3,4")
-    parser.add_argument("--eval-seeds", default="1,2,3,4", help="extra evaluations of the base (its spread)")
+    parser.add_argument("--eval-seeds", default="1,2,3,4", help="extra evaluations of the base (its spread); empty: none")
     parser.add_argument("--out", default="/tmp/demo/runs")
     parser.add_argument("--json", default="/tmp/demo/seeds.json")
     for f in fields(demo.DemoConfig):
-        if f.name in ("epochs", "pretrain_beta", "lr", "eval_samples"):
+        if f.name in ("epochs", "pretrain_beta", "parity_weight", "lr", "eval_samples"):
             parser.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
     parser.add_argument("--summary", action="store_true", help="only print the table of an existing --json")
     args = parser.parse_args()
     if args.summary:
         return summary(json.loads(Path(args.json).read_text()))
     seeds = [int(s) for s in args.seeds.split(",")]
-    settings = {k: getattr(args, k) for k in ("epochs", "pretrain_beta", "lr", "eval_samples")}
+    settings = {k: getattr(args, k) for k in ("epochs", "pretrain_beta", "parity_weight", "lr", "eval_samples")}
     record = {"settings": settings, "seeds": seeds, "runs": {}, "base_eval": {}}
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -54,7 +54,7 @@ def main():
 
     detector, preference = judges.load(cfg.judges)
     policy = diffusion.load_policy(cfg.model, num_steps=cfg.steps, guidance_scale=cfg.guidance)
-    for s in args.eval_seeds.split(","):
+    for s in filter(None, args.eval_seeds.split(",")):
         record["base_eval"][s] = demo.evaluate(policy, detector, preference, cfg.eval_samples, int(s))[0]
         path.write_text(json.dumps(record, indent=1))
     summary(record)

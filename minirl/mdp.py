@@ -188,6 +188,18 @@ def flow_mean_and_sigma(scheduler, model_output, timestep, sample, noise_level=0
     return mean, _floor(s * (-dt).sqrt())
 
 
+def flow_ode_step(scheduler, model_output, timestep, sample):
+    """The flow ODE's Euler step x + v (sigma_next - sigma), deterministic (FlowMatchEulerDiscreteScheduler.step's
+    result, without its step counter): the steps outside an SDE window (MixGRPO). timestep as for the SDE step."""
+    _check_type(scheduler, FlowMatchEulerDiscreteScheduler, "flow_ode_step")
+    _check_ready(scheduler)
+    t = torch.as_tensor(timestep, device=sample.device, dtype=torch.float32)
+    index = _schedule_index(scheduler, _per_batch(t, sample))          # (B,)
+    sigmas = scheduler.sigmas.to(sample.device, torch.float32)
+    dt = _per_sample(sigmas[index + 1] - sigmas[index], sample)
+    return (sample.float() + model_output.float() * dt).to(sample.dtype)
+
+
 def mean_and_sigma(scheduler, model_output, timestep, sample, eta=1.0, noise_level=0.7):
     """The Gaussian of a DDIM, DDPM or flow SDE step: (mu_theta (B, C, H, W), sigma_t (B,)), by scheduler type."""
     if isinstance(scheduler, FlowMatchEulerDiscreteScheduler):

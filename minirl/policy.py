@@ -19,7 +19,7 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
 from diffusers.utils.torch_utils import randn_tensor
 
-from minirl.mdp import gaussian_log_prob, mean_and_sigma, step_sigmas, step_with_logprob
+from minirl.mdp import flow_ode_step, gaussian_log_prob, mean_and_sigma, step_sigmas, step_with_logprob
 
 
 @dataclass
@@ -46,10 +46,13 @@ class DiffusionPolicy:
     sigma_t = 0 (steps_offset=0, or DDPM's last step: sigma_t below mdp.SIGMA_MIN counts as 0) has no
     log-probability. SD3's 10 flow steps (shift 3, noise_level 0.7) have std 0.70, 0.74, 0.54, ..., 0.23 and
     0.006 at the last step, so 0.05 leaves out the last step only, as Flow-GRPO does (it trains 9 of 10).
+    sde_window: flow only, (start, stop) step indices: the SDE's exploration noise on steps start .. stop - 1
+    only, the ODE's deterministic Euler step elsewhere (MixGRPO's window; (0, 3) explores where layouts are
+    decided). Only the window's steps are actions, so only they are trained. None: the SDE on every step.
     """
 
     def __init__(self, unet, scheduler, text_encoder, tokenizer, vae=None, *, num_steps=20, eta=1.0,
-                 noise_level=0.7, guidance_scale=5.0, min_sigma=0.05, prompt_encoder=None):
+                 noise_level=0.7, guidance_scale=5.0, min_sigma=0.05, prompt_encoder=None, sde_window=None):
         if not (isinstance(num_steps, int) and num_steps >= 1):
             raise ValueError(f"num_steps must be an int >= 1; got {num_steps!r}")
         if guidance_scale < 0:
@@ -67,6 +70,16 @@ class DiffusionPolicy:
         self.text_widths = (unet.config.joint_attention_dim, unet.config.pooled_projection_dim) if self.sd3 else None
         scheduler.set_timesteps(num_steps)
         self.sigmas = step_sigmas(scheduler, eta, noise_level)              # (T,)
+        self.sde_window = sde_window
+        if sde_window is not None:
+            pair = isinstance(sde_window, (tuple, list)) and len(sde_window) == 2 and \
+                all(isinstance(i, int) for i in sde_window)
+            if not (self.flow and pair and 0 <= sde_window[0] < sde_window[1] <= num_steps):
+                raise ValueError(f"sde_window must be (start, stop) step indices with 0 <= start < stop <= num_steps="
+                                 f"{num_steps}, for a flow-matching scheduler; got {sde_window!r} with "
+                                 f"{type(scheduler).__name__}")
+            self.sde_window = start, stop = tuple(sde_window)
+            self.sigmas[:start], self.sigmas[stop:] = 0, 0                # the ODE's steps: no noise, no action
         self.trainable_steps = torch.nonzero((self.sigmas >= min_sigma) & (self.sigmas > 0)).flatten()
         if len(self.trainable_steps) == 0:
             raise ValueError(f"no step has sigma_t >= min_sigma={min_sigma} (largest {self.sigmas.max():.4f}); "
@@ -124,8 +137,18 @@ class DiffusionPolicy:
     def step(self, x_t, t, prompt_embeds, prev_sample=None, generator=None):
         """One policy step: returns (x_{t-1}, log_prob (B,)); with prev_sample given, its log-probability."""
         model_output = self.predict_noise(x_t, t, prompt_embeds)
+        if self.sde_window is not None and not self.in_sde_window(t):
+            if prev_sample is not None:
+                raise ValueError(f"timestep {float(t)} is outside sde_window={self.sde_window}: an ODE step has "
+                                 f"no log-probability")
+            return flow_ode_step(self.scheduler, model_output, t, x_t), torch.zeros(len(x_t), device=x_t.device)
         return step_with_logprob(self.scheduler, model_output, t, x_t, eta=self.eta, noise_level=self.noise_level,
                                  prev_sample=prev_sample, generator=generator)
+
+    def in_sde_window(self, t):
+        """Whether the step at timestep t (a value of the schedule) is inside sde_window."""
+        index = int(torch.nonzero(self.scheduler.timesteps == torch.as_tensor(t).to(self.scheduler.timesteps))[0])
+        return self.sde_window is None or self.sde_window[0] <= index < self.sde_window[1]
 
     @torch.no_grad()
     def rollout(self, prompts, generator=None):

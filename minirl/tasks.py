@@ -6,6 +6,7 @@ group-relative advantages see several samples of one prompt. A prompt distributi
 colours and shapes, for instance).
 """
 
+import math
 import random
 from dataclasses import dataclass, field
 from typing import Callable, Sequence, Union
@@ -22,6 +23,7 @@ class Task:
     reward: Callable          # the reward protocol of minirl.rewards
     group_size: int = 1       # samples per prompt; a distribution reward scores each group as a whole
     advantages: str = None    # "batch", "per_prompt" or "group" for this task (None: the TrainConfig's)
+    weight: float = 1.0       # multiplies this task's loss: under Adam, the size of its steps beside the others'
     metadata: dict = field(default_factory=dict)  # extra fields copied into every sample's metadata
 
     def __post_init__(self):
@@ -33,6 +35,8 @@ class Task:
         if self.advantages not in (None, "batch", "per_prompt", "group"):
             raise ValueError(f"task {self.name!r}: advantages must be None, 'batch', 'per_prompt' or 'group'; "
                              f"got {self.advantages!r}")
+        if not (isinstance(self.weight, (int, float)) and math.isfinite(self.weight) and self.weight > 0):
+            raise ValueError(f"task {self.name!r}: weight must be a finite number > 0; got {self.weight!r}")
         if self.group_size < 1:
             raise ValueError(f"task {self.name!r}: group_size must be >= 1; got {self.group_size}")
 

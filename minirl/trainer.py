@@ -281,7 +281,7 @@ class Trainer:
                     info.update(kl_info)
                 self._agree(lambda: (_check_finite(log_prob, "recomputed log_prob", self.epoch, task.name, t),
                                      _check_finite(loss, "loss", self.epoch, task.name, t)))
-                acc.backward(loss * len(chunk) / len(pairs))
+                acc.backward(task.weight * loss * len(chunk) / len(pairs))
             infos.append(info)
             max_abs_log_ratio = max(max_abs_log_ratio, float((log_prob.detach() - old).abs().max()))
         info = _mean(infos)

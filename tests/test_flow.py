@@ -156,6 +156,15 @@ def test_small_noise_level_is_diffusers_euler_step():
         assert float(std.max()) < 1e-5
 
 
+def test_ode_step_is_diffusers_euler_step():
+    scheduler = flow_scheduler()
+    x, v = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
+    for t in scheduler.timesteps:
+        euler = copy.deepcopy(scheduler).step(v, t, x).prev_sample
+        torch.testing.assert_close(mdp.flow_ode_step(scheduler, v, t, x), euler, rtol=0, atol=1e-6)
+        torch.testing.assert_close(mdp.flow_ode_step(scheduler, v, t.expand(2), x), euler, rtol=0, atol=1e-6)
+
+
 def test_low_precision_model_output_is_computed_in_fp32():
     scheduler = flow_scheduler()
     x, v = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)

@@ -134,6 +134,35 @@ def test_flow_pretraining_gives_a_flow_policy(tmp_path):
         diffusion.load_policy(folder, "trailing")
 
 
+def test_sde_window_explores_inside_and_follows_the_ode_outside():
+    """MixGRPO's window (0, 2) of 4 steps: steps 0-1 are the SDE's (random, with a log-probability, trained),
+    steps 2-3 the ODE's Euler step (deterministic: the same x_0 from the same x_2 whatever the noise)."""
+    from minirl.mdp import flow_ode_step
+    unet, text_encoder, tokenizer, scheduler = diffusion.build(objective="flow")
+    policy = DiffusionPolicy(unet, scheduler, text_encoder, tokenizer, num_steps=4, guidance_scale=1.0,
+                             sde_window=(0, 2))
+    assert policy.sigmas[:2].min() > 0 and (policy.sigmas[2:] == 0).all()
+    assert policy.trainable_steps.tolist() == [0, 1]
+    traj = policy.rollout(["a circle"] * 2, torch.Generator().manual_seed(0))
+    assert (traj.log_probs[:, :2] != 0).all() and (traj.log_probs[:, 2:] == 0).all()
+    embeds = policy.encode_prompts(["a circle"] * 2)
+    x2 = traj.latents[:, 2]
+    for seed in (1, 2):
+        torch.testing.assert_close(policy.finish(x2, 2, embeds, torch.Generator().manual_seed(seed)),
+                                   traj.latents[:, -1])
+    t = policy.scheduler.timesteps[2]
+    torch.testing.assert_close(traj.latents[:, 3], flow_ode_step(policy.scheduler, policy.predict_noise(
+        x2, t, embeds), t, x2))
+    with pytest.raises(ValueError, match="outside sde_window=\\(0, 2\\): an ODE step has no log-probability"):
+        policy.step(x2, t, embeds, prev_sample=traj.latents[:, 3])
+    for window in ((2, 2), (0, 5), (-1, 2), 3, (0.0, 2)):
+        with pytest.raises(ValueError, match="sde_window must be \\(start, stop\\) step indices"):
+            DiffusionPolicy(unet, scheduler, text_encoder, tokenizer, num_steps=4, sde_window=window)
+    ddim = diffusion.build(objective="diffusion")
+    with pytest.raises(ValueError, match="for a flow-matching scheduler; got \\(0, 2\\) with DDIMScheduler"):
+        DiffusionPolicy(*ddim, num_steps=4, sde_window=(0, 2))
+
+
 def test_committed_base_model_loads_and_matches_its_card():
     """The committed weights load without pickle and still draw single objects in the named colour."""
     from pathlib import Path

@@ -229,3 +229,19 @@ def test_a_task_may_choose_its_own_advantages(tiny_sd, tmp_path):
     Trainer(policy, [task], TrainConfig(advantages="group", out=str(tmp_path)))
     with pytest.raises(ValueError, match="advantages must be None, 'batch', 'per_prompt' or 'group'; got 'global'"):
         Task("jpeg", PROMPTS, jpeg_compressibility, advantages="global")
+
+
+def test_a_task_weight_scales_its_gradient(tiny_sd, tmp_path):
+    grads = []
+    for weight in (1.0, 2.5):
+        trainer = tiny_trainer(tiny_sd, tmp_path / str(weight), train_batch_size=4)
+        trainer.tasks[0].weight = weight
+        batch, _ = trainer.sample(trainer.tasks[0], 0)
+        trainer.step = lambda where: torch.tensor(0.0)  # keep the accumulated gradient
+        trainer.update(trainer.tasks[0], batch, torch.arange(4), 0, 0)
+        grads.append(torch.cat([p.grad.flatten() for p in trainer.policy.unet.parameters() if p.requires_grad]))
+    assert grads[0].norm() > 0
+    assert (2.5 * grads[0] - grads[1]).norm() / grads[1].norm() < 2e-5
+    for weight in (0.0, -1.0, float("nan"), "2"):
+        with pytest.raises(ValueError, match=f"task 'jpeg': weight must be a finite number > 0; got {weight!r}"):
+            Task("jpeg", PROMPTS, jpeg_compressibility, weight=weight)

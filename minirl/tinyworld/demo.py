@@ -41,6 +41,7 @@ class DemoConfig:
     epochs: int = 10               # iterations of Algorithm 1
     lr: float = 1e-4               # AdamW, full fine-tuning
     pretrain_beta: float = 1.0     # weight of the L_pre step; 0 switches the regulariser off
+    parity_weight: float = 1.0     # weight of the parity task's loss (the others': 1)
     seed: int = 0
     guidance: float = 3.0
     steps: int = 10                # DDIM steps, eta 1
@@ -59,7 +60,7 @@ def train_config(cfg):
                        save_every=cfg.epochs)
 
 
-def make_tasks(names, detector, preference):
+def make_tasks(names, detector, preference, parity_weight=1.0):
     tasks = {  # composition and preference: advantages within each group of 8 samples of one prompt;
                # parity: -SP of the group minus each sample's leave-one-out baseline, advantages over the batch
         "composition": Task("composition", scenes.prompt_sampler("relation"), judges.CompositionReward(detector),
@@ -67,7 +68,7 @@ def make_tasks(names, detector, preference):
         "preference": Task("preference", scenes.prompt_sampler(), judges.PreferenceReward(preference),
                            group_size=8, advantages="group"),
         "parity": Task("parity", COLOURLESS, ParityReward(detector.colour, len(scenes.COLOURS), "leave_one_out"),
-                       group_size=16, advantages="batch"),
+                       group_size=16, advantages="batch", weight=parity_weight),
     }
     unknown = set(names) - set(tasks)
     if unknown or not names:
@@ -239,7 +240,7 @@ def run(cfg, log=print, base=None):
     base: the base model's (metrics, images) from an earlier run with the same evaluation, to skip that step."""
     out = Path(cfg.out)
     detector, preference = judges.load(cfg.judges)
-    tasks = make_tasks(list(cfg.tasks), detector, preference)
+    tasks = make_tasks(list(cfg.tasks), detector, preference, cfg.parity_weight)
     policy = diffusion.load_policy(cfg.model, num_steps=cfg.steps, guidance_scale=cfg.guidance)
     if base is None:
         log("evaluating the base model ...")
