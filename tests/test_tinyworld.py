@@ -174,3 +174,10 @@ def test_committed_base_model_loads_and_matches_its_card():
     correct = sum(colour == caption.split()[1] for colour, caption in zip(scenes.dominant_colour(images), captions))
     assert card["guidance_1.0"]["single_colour_accuracy"] >= 0.95
     assert correct >= 11  # 12 prompts, one sample each: the card says 100% over 96 samples
+
+
+@pytest.mark.parametrize("objective", ["diffusion", "flow"])
+def test_order_use_probe_runs_on_both_objectives(objective):
+    from minirl.tinyworld.diagnose import order_use
+    result = order_use(_policy(objective), n=8)
+    assert result["x0_error"]["caption"] > 0 and 0.5 < result["swapped_over_caption"] < 2  # an untrained UNet

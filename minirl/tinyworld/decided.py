@@ -2,7 +2,8 @@
 step adds (the actions); the starting noise x_T is the state, no action. If x_T already fixes what the reward
 judges, RL has nothing to credit it to.
 
-    .venv/bin/python -m minirl.tinyworld.decided [MODEL] [--timestep-spacing trailing]  # about 4 min on 2 CPU cores
+    .venv/bin/python -m minirl.tinyworld.decided [MODEL] [--timestep-spacing trailing] [--noise-level 0.7]
+    # about 4 min on 2 CPU cores
 
 Each chain (demo settings: 10 DDIM steps, eta 1, guidance 3) is restarted from its state before DDIM step k,
 with fresh noise for step k on, three times; printed per k: how often the outcome stays the same, and how often
@@ -15,6 +16,8 @@ that would be the model's success rate; were it fixed before step k, 0.
   the model mostly draws in each other's colours; the same outcome.
 - colour: "a circle", "a square", "a triangle" (64 seeds each); the outcome is the detector's colour, "wrong"
   is red (the data's bias).
+A flow model (`minirl pretrain --objective flow`) steps with Flow-GRPO's SDE at --noise-level: the same
+question for its steps, whose first adds noise of std noise_level.
 """
 
 import argparse
@@ -74,14 +77,16 @@ def report(policy, prompts, judges_by_name, steps=4, restarts=3):
                   f"{kept / counted:.2f}, wrong -> right {turned / max(wrong, 1):.2f} (of {wrong})", flush=True)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m minirl.tinyworld.decided", description=__doc__.split("\n")[0])
     parser.add_argument("model", nargs="?", default=str(demo.ASSETS / "model"))
     parser.add_argument("--timestep-spacing", choices=diffusion.TIMESTEP_SPACINGS)
-    args = parser.parse_args()
-    policy = diffusion.load_policy(args.model, args.timestep_spacing, num_steps=10, guidance_scale=3.0)
+    parser.add_argument("--noise-level", type=float, default=0.7, help="a flow model's SDE noise")
+    args = parser.parse_args(argv)
+    policy = diffusion.load_policy(args.model, args.timestep_spacing, num_steps=10, guidance_scale=3.0,
+                                   noise_level=args.noise_level)
     detector, _ = judges.load(demo.ASSETS / "judges")
-    print("DDIM timesteps", policy.scheduler.timesteps.tolist())
+    print("timesteps", policy.scheduler.timesteps.tolist(), "step std", policy.sigmas.tolist())
     captions = random.Random(0).sample([c for c in scenes.prompts("relation", "train")
                                         if scenes.parse(c)["relation"] in ("left of", "right of")], 8)
     relation_prompts = [c for c in captions for _ in range(16)]

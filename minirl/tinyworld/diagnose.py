@@ -72,7 +72,8 @@ def object_errors(policy, detector, split, captions=40, seeds=8):
 @torch.no_grad()
 def order_use(policy, t=980, n=256):
     """Mean squared x_0 error of the model at timestep t on renders of "A <left of|right of|above|below> B"
-    (two colours), given the caption and given "B <relation> A"; their ratio is 1 when order is ignored."""
+    (two colours), given the caption and given "B <relation> A"; their ratio is 1 when order is ignored.
+    A flow model's x_0 is x_sigma - sigma v at sigma = t / 1000."""
     rng, found = random.Random(0), []
     while len(found) < n:
         scene = scenes.sample_scene(rng, "relation")
@@ -80,12 +81,15 @@ def order_use(policy, t=980, n=256):
             found.append(scene)
     x0 = torch.stack([scenes.render(s) for s in found]) * 2 - 1
     timesteps = torch.full((n,), t)
-    x_t = policy.scheduler.add_noise(x0, torch.randn(x0.shape, generator=torch.Generator().manual_seed(0)), timesteps)
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
+    sigma = t / policy.scheduler.config.num_train_timesteps  # a flow model's time
+    x_t = (1 - sigma) * x0 + sigma * noise if policy.flow else policy.scheduler.add_noise(x0, noise, timesteps)
     errors = {}
     given = [s.caption for s in found]
     for name, captions in (("caption", given), ("swapped", [scenes.swapped(c) for c in given])):
         out = policy.unet(x_t, timesteps, encoder_hidden_states=policy.encode_prompts(captions)).sample
-        x0_hat, _ = predict_x0_eps(policy.scheduler, out, x_t, policy.scheduler.alphas_cumprod[timesteps])
+        x0_hat = x_t - sigma * out if policy.flow else \
+            predict_x0_eps(policy.scheduler, out, x_t, policy.scheduler.alphas_cumprod[timesteps])[0]
         errors[name] = round(((x0_hat - x0) ** 2).mean().item(), 4)
     return {"t": t, "x0_error": errors, "swapped_over_caption": round(errors["swapped"] / errors["caption"], 3)}
 

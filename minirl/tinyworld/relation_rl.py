@@ -76,8 +76,8 @@ def report(stage, policy, detector, per_relation=False):
     return result
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m minirl.tinyworld.relation_rl", description=__doc__.split("\n")[0])
     parser.add_argument("model")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--lr", type=float, default=1e-4)
@@ -94,7 +94,7 @@ def main():
     parser.add_argument("--per-relation", action="store_true", help="also each relation word's success (slower)")
     parser.add_argument("--out", default="runs/relation_rl", help="the run folder (metrics, checkpoint)")
     parser.add_argument("--json", help="write the arguments, the successes before and after and the seconds here")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     window = None if args.sde_window is None else tuple(int(i) for i in args.sde_window.split(","))
     detector, preference = judges.load(demo.ASSETS / "judges")
     policy = diffusion.load_policy(args.model, args.timestep_spacing, num_steps=10, guidance_scale=3.0,
