@@ -4,7 +4,7 @@ composition task alone, L_pre on), in its own process; --jobs runs that many at 
 Writes every run's JSON under --out and all of them together to --json (the notebook's and the README's
 numbers).
 
-    .venv/bin/python bench/composition_rl.py --jobs 2 --seeds 0,1,2 --epochs 30   # about 10 min a run a core
+    .venv/bin/python bench/composition_rl.py --jobs 2 --seeds 0,1,2 --epochs 20 --eval-samples 2  # 8-10 min a run
 """
 
 import argparse
@@ -36,7 +36,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--control-seeds", default="0", help="seeds of the noise sweep's ends and the coin control")
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--eval-samples", type=int, default=4, help="seeds a prompt in each evaluation")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--only", help="run only the configurations whose name contains this")
     parser.add_argument("--out", default="runs/composition_rl")
@@ -52,8 +53,11 @@ def main():
             tag = f"{name.replace(', ', '_').replace(' ', '')}_seed{seed}"
             runs.append({"name": name, "base": base, "seed": seed, "json": out / f"{tag}.json",
                          "argv": [str(MODELS[base]), *extra, "--seed", str(seed), "--epochs", str(args.epochs),
+                                  "--eval-samples", str(args.eval_samples),
                                   "--out", str(out / tag), "--json", str(out / f"{tag}.json")]})
-    todo = [r for r in runs if not r["json"].exists()]  # a rerun picks up where it stopped
+    # seed by seed, so that an interrupted grid has every configuration on its first seeds; a rerun picks up
+    # where it stopped
+    todo = sorted((r for r in runs if not r["json"].exists()), key=lambda r: r["seed"])
     print(f"{len(runs)} runs, {len(todo)} to do, {args.jobs} at a time", flush=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out.mkdir(parents=True, exist_ok=True)
@@ -78,7 +82,8 @@ def main():
             results.append({"name": run["name"], "base": run["base"], "seed": run["seed"],
                             "noise_level": record["args"]["noise_level"] if run["base"] == "flow" else None,
                             "sde_window": record["args"]["sde_window"], "reward": record["args"]["reward"],
-                            "epochs": args.epochs, "before": record["base"], "after": record["tuned"],
+                            "epochs": args.epochs, "eval_samples": args.eval_samples, "before": record["base"],
+                            "after": record["tuned"],
                             "seconds_to_train": record["seconds_to_train"]})
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps({"command": " ".join(["bench/composition_rl.py", *sys.argv[1:]]),

@@ -90,3 +90,11 @@ def test_before_after_figure_is_readable(tmp_path):
     assert sum(len(ax.texts) for ax in shown) == len(demo.FIGURE_SETS) * 9           # a prompt a column
     assert min(t.get_fontsize() for ax in fig.axes for t in ax.texts) >= 9
     assert len([ax for ax in fig.axes if ax.patches]) == 1                          # the colour histogram
+
+
+def test_the_demo_weighs_the_parity_loss():
+    from minirl.tinyworld import judges
+    detector, preference = judges.load(demo.DemoConfig().judges)
+    weights = {t.name: t.weight for t in demo.make_tasks(demo.TASKS, detector, preference,
+                                                         demo.DemoConfig().parity_weight)}
+    assert weights == {"composition": 1.0, "preference": 1.0, "parity": 2.0}

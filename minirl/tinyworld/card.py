@@ -29,6 +29,16 @@ def share(colours, wanted):
     return sum(c == wanted for c in colours) / len(colours)
 
 
+def train_seconds(losses):
+    """Wall time of a pretraining run from its loss log, summed over resumed segments (each restarts the clock)."""
+    total = previous = 0.0
+    for record in losses:
+        if record["seconds"] < previous:  # a resume
+            total += previous
+        previous = record["seconds"]
+    return total + previous
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m minirl.tinyworld.card", description=__doc__.split("\n\n")[0])
     parser.add_argument("run", help="a pretraining run folder (minirl pretrain --out)")
@@ -56,7 +66,8 @@ def main(argv=None):
         grid = sample(policy, [p for p in GRID for _ in range(4)], 3)
         save_image(grid, f"{out}/samples_cfg{guidance:g}.png", nrow=8, padding=1)
     card["final_loss_mean_of_last_200"] = sum(r["loss"] for r in losses[-200:]) / 200
-    card["train_seconds"] = losses[-1]["seconds"]
+    card["train_seconds"] = train_seconds(losses)
+    card["steps"] = losses[-1]["step"]
     with open(f"{out}/card.json", "w") as f:
         f.write(json.dumps(card, indent=1))
     print(json.dumps(card, indent=1))

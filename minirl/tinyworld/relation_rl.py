@@ -4,10 +4,10 @@ composition task, trained alone, on a DDIM or a flow-matching base.
     .venv/bin/python -m minirl.tinyworld.relation_rl MODEL [--epochs 20] [--lr 1e-4] [--seed 0] [--flip 0.5]
         [--first-steps 3] [--samples 256] [--timestep-spacing trailing] [--split heldout]
         [--reward objects|coin] [--pretrain-beta 0] [--noise-level 0.7] [--sde-window 0,3]
-        [--per-relation] [--out DIR] [--json FILE]  # 5 min for 20 iterations of 64 samples
+        [--eval-samples 4] [--per-relation] [--out DIR] [--json FILE]  # 5 min for 20 iterations of 64 samples
 
-The demo's RL settings (`minirl.tinyworld.demo.train_config`: 64 samples an iteration, PPO, full fine-tuning, half of the
-trainable steps of each chain) with the L_pre step on the model's pretraining data: scenes mirrored
+The demo's RL settings (`minirl.tinyworld.demo.train_config`: 64 samples an iteration, PPO, full fine-tuning,
+half of the trainable steps of each chain) with the L_pre step on the model's pretraining data: scenes mirrored
 left-right with probability --flip, as `minirl pretrain --flip` made them (0 for the committed model).
 --first-steps K trains only the K noisiest steps, every chain, where layouts are decided; --samples sets
 the samples an iteration; --timestep-spacing overrides a DDIM model's (`diffusion.load_policy`); --split trains on
@@ -18,8 +18,9 @@ the L_pre step (0: off). A flow model (`minirl pretrain --objective flow`) sampl
 --noise-level; --sde-window START,STOP puts that noise on steps START..STOP-1 only, the ODE elsewhere
 (MixGRPO's window), and trains every step of the window.
 Prints composition success on the demo's evaluation prompts (training relations, held-out relations, single
-objects; 4 seeds a prompt) before and after, sampled as the policy samples; --per-relation also each relation
-word's success and the share of images with the named objects (`diagnose.relation_rates`); --json writes them.
+objects; --eval-samples seeds a prompt) before and after, sampled as the policy samples; --per-relation also
+each relation word's success and the share of images with the named objects (`diagnose.relation_rates`);
+--json writes them.
 """
 import argparse
 import json
@@ -58,10 +59,11 @@ class CoinReward:
 SETS = ("relation_train", "relation_heldout", "single")
 
 
-def report(stage, policy, detector, per_relation=False):
-    """Composition success on the demo's evaluation sets {set: success} (and {split: rates} per relation)."""
+def report(stage, policy, detector, per_relation=False, samples=4):
+    """Composition success on the demo's evaluation sets, `samples` seeds a prompt: {set: success} (and
+    {split: rates} per relation)."""
     reward = judges.CompositionReward(detector)
-    sets = demo.eval_prompts(samples=4)
+    sets = demo.eval_prompts(samples)
     result = {name: reward(demo.generate(policy, sets[name]), [p for p, _ in sets[name]],
                            [{}] * len(sets[name]))[1]["success"] for name in SETS}
     print(f"{stage}: composition success " + ", ".join(f"{k} {v:.3f}" for k, v in result.items()), flush=True)
@@ -91,6 +93,7 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--noise-level", type=float, default=0.7, help="a flow model's SDE noise (Flow-GRPO: 0.7)")
     parser.add_argument("--sde-window", help="START,STOP: a flow model's SDE on these steps only, the ODE elsewhere")
+    parser.add_argument("--eval-samples", type=int, default=4, help="seeds a prompt in the evaluation")
     parser.add_argument("--per-relation", action="store_true", help="also each relation word's success (slower)")
     parser.add_argument("--out", default="runs/relation_rl", help="the run folder (metrics, checkpoint)")
     parser.add_argument("--json", help="write the arguments, the successes before and after and the seconds here")
@@ -99,7 +102,7 @@ def main(argv=None):
     detector, preference = judges.load(demo.ASSETS / "judges")
     policy = diffusion.load_policy(args.model, args.timestep_spacing, num_steps=10, guidance_scale=3.0,
                                    noise_level=args.noise_level, sde_window=window)
-    base = report("base", policy, detector, args.per_relation)
+    base = report("base", policy, detector, args.per_relation, args.eval_samples)
     cfg = demo.DemoConfig(tasks=("composition",), epochs=args.epochs, lr=args.lr, pretrain_beta=args.pretrain_beta,
                           seed=args.seed, out=args.out)
     config = replace(demo.train_config(cfg), samples_per_epoch=args.samples)
@@ -116,7 +119,8 @@ def main(argv=None):
     Trainer(policy, [task], config,
             pretrain_data=demo.pretrain_data(diffusion.PretrainConfig(batch_size=32, flip=args.flip))).train()
     train_seconds = time.perf_counter() - start
-    tuned = report(f"after {args.epochs} iterations", policy, detector, args.per_relation)
+    tuned = report(f"after {args.epochs} iterations", policy, detector, args.per_relation,
+                   args.eval_samples)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"args": vars(args), "base": base, "tuned": tuned,
