@@ -42,6 +42,7 @@ def main():
     parser.add_argument("--only", help="run only the configurations whose name contains this")
     parser.add_argument("--out", default="runs/composition_rl")
     parser.add_argument("--json", default="runs/composition_rl/composition_rl.json")
+    parser.add_argument("--summary", action="store_true", help="run nothing: merge and summarise the finished runs")
     args = parser.parse_args()
     seeds, control = ([int(s) for s in x.split(",")] for x in (args.seeds, args.control_seeds))
     out = Path(args.out)
@@ -57,7 +58,7 @@ def main():
                                   "--out", str(out / tag), "--json", str(out / f"{tag}.json")]})
     # seed by seed, so that an interrupted grid has every configuration on its first seeds; a rerun picks up
     # where it stopped
-    todo = sorted((r for r in runs if not r["json"].exists()), key=lambda r: r["seed"])
+    todo = [] if args.summary else sorted((r for r in runs if not r["json"].exists()), key=lambda r: r["seed"])
     print(f"{len(runs)} runs, {len(todo)} to do, {args.jobs} at a time", flush=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out.mkdir(parents=True, exist_ok=True)

@@ -158,9 +158,8 @@ def test_sde_window_explores_inside_and_follows_the_ode_outside():
     for window in ((2, 2), (0, 5), (-1, 2), 3, (0.0, 2)):
         with pytest.raises(ValueError, match="sde_window must be \\(start, stop\\) step indices"):
             DiffusionPolicy(unet, scheduler, text_encoder, tokenizer, num_steps=4, sde_window=window)
-    ddim = diffusion.build(objective="diffusion")
     with pytest.raises(ValueError, match="for a flow-matching scheduler; got \\(0, 2\\) with DDIMScheduler"):
-        DiffusionPolicy(*ddim, num_steps=4, sde_window=(0, 2))
+        DiffusionPolicy(unet, diffusion.build()[3], text_encoder, tokenizer, num_steps=4, sde_window=(0, 2))
 
 
 def test_committed_base_model_loads_and_matches_its_card():
