@@ -305,7 +305,7 @@ def main(argv=None):
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     p.set_defaults(func=pretrain)
     from minirl.tinyworld.demo import DemoConfig, TASKS
-    p = sub.add_parser("demo", help="the tiny world's joint RL from the committed base model (3-5 min on a CPU)",
+    p = sub.add_parser("demo", help="the tiny world's joint RL from the committed base model (7 min on 2 CPU cores)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for f in fields(DemoConfig):
         if f.name == "tasks":
