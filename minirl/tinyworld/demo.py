@@ -63,10 +63,10 @@ def train_config(cfg):
 
 def make_tasks(names, detector, preference, parity_weight=1.0):
     """The demo's tasks by name. parity_weight multiplies the parity loss (1: every task alike, as in the paper's
-    Algorithm 1 and notebook 07; `minirl demo`: 2). Adam divides every step by a running size of the gradients,
-    which the L_pre step's (about 20 times the tasks') dominates, so a weight of 2 doubles the parity task's
-    steps beside the other tasks' and beside L_pre's pull back to the data's red (docs/research.md, section 2,
-    measures it over seeds 0-4)."""
+    Algorithm 1; `DemoConfig`, so `minirl demo` and notebook 07's runs: 2). Adam divides every step by a running
+    size of the gradients, which the L_pre step's (about 20 times the tasks') dominates, so a weight of 2 doubles
+    the parity task's steps beside the other tasks' and beside L_pre's pull back to the data's red
+    (docs/research.md, section 2, measures it over seeds 0-4)."""
     tasks = {  # composition and preference: advantages within each group of 8 samples of one prompt;
                # parity: -SP of the group minus each sample's leave-one-out baseline, advantages over the batch
         "composition": Task("composition", scenes.prompt_sampler("relation"), judges.CompositionReward(detector),
