@@ -66,14 +66,15 @@ def main():
     while todo or running:
         while todo and len(running) < args.jobs:
             run = todo.pop(0)
-            log = open(out / f"{run['json'].stem}.log", "w")
+            run["log"] = open(out / f"{run['json'].stem}.log", "w")
             run["process"] = subprocess.Popen([sys.executable, "-m", "minirl.tinyworld.relation_rl", *run["argv"]],
-                                              stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+                                              stdout=run["log"], stderr=subprocess.STDOUT, env=env, cwd=ROOT)
             run["start"] = time.perf_counter()
             running.append(run)
         time.sleep(5)
         for run in [r for r in running if r["process"].poll() is not None]:
             running.remove(run)
+            run["log"].close()
             print(f"{run['name']}, seed {run['seed']}: exit code {run['process'].returncode} after "
                   f"{time.perf_counter() - run['start']:.0f} s", flush=True)
     results = []

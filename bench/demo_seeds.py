@@ -22,7 +22,8 @@ from minirl.tinyworld import demo, diffusion, judges
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", default="0,1,2,3,4")
-    parser.add_argument("--eval-seeds", default="1,2,3,4", help="extra evaluations of the base (its spread); empty: none")
+    parser.add_argument("--eval-seeds", default="1,2,3,4",
+                        help="extra evaluations of the base (its spread); empty: none")
     parser.add_argument("--out", default="/tmp/demo/runs")
     parser.add_argument("--json", default="/tmp/demo/seeds.json")
     for f in fields(demo.DemoConfig):

@@ -174,9 +174,7 @@ def flow_mean_and_sigma(scheduler, model_output, timestep, sample, noise_level=0
     if not (math.isfinite(noise_level) and noise_level > 0):
         raise ValueError(f"noise_level must be a finite number > 0 for a stochastic flow step with a log-probability "
                          f"(0 is the deterministic ODE; Flow-GRPO uses 0.7); got noise_level={noise_level}")
-    t = torch.as_tensor(timestep, device=sample.device, dtype=torch.float32)
-    index = _schedule_index(scheduler, _per_batch(t, sample))          # (B,)
-    sigmas = scheduler.sigmas.to(sample.device, torch.float32)           # (T+1,) ending with 0
+    sigmas, index = _flow_schedule(scheduler, timestep, sample)
     sigma, sigma_next = sigmas[index], sigmas[index + 1]                 # (B,)
     dt = sigma_next - sigma                                               # (B,), < 0
     denominator = 1 - torch.where(sigma == 1, sigmas[1], sigma)         # 1 - sigma; 1 - sigma_1 at sigma = 1
@@ -193,11 +191,16 @@ def flow_ode_step(scheduler, model_output, timestep, sample):
     result, without its step counter): the steps outside an SDE window (MixGRPO). timestep as for the SDE step."""
     _check_type(scheduler, FlowMatchEulerDiscreteScheduler, "flow_ode_step")
     _check_ready(scheduler)
-    t = torch.as_tensor(timestep, device=sample.device, dtype=torch.float32)
-    index = _schedule_index(scheduler, _per_batch(t, sample))          # (B,)
-    sigmas = scheduler.sigmas.to(sample.device, torch.float32)
+    sigmas, index = _flow_schedule(scheduler, timestep, sample)
     dt = _per_sample(sigmas[index + 1] - sigmas[index], sample)
     return (sample.float() + model_output.float() * dt).to(sample.dtype)
+
+
+def _flow_schedule(scheduler, timestep, sample):
+    """A flow scheduler's sigmas (T+1,) fp32 on sample's device, ending with 0, and the position (B,) of each
+    sample's timestep (a number or a (B,) tensor) in its schedule."""
+    t = torch.as_tensor(timestep, device=sample.device, dtype=torch.float32)
+    return scheduler.sigmas.to(sample.device, torch.float32), _schedule_index(scheduler, _per_batch(t, sample))
 
 
 def mean_and_sigma(scheduler, model_output, timestep, sample, eta=1.0, noise_level=0.7):

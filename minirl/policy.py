@@ -137,7 +137,7 @@ class DiffusionPolicy:
     def step(self, x_t, t, prompt_embeds, prev_sample=None, generator=None):
         """One policy step: returns (x_{t-1}, log_prob (B,)); with prev_sample given, its log-probability."""
         model_output = self.predict_noise(x_t, t, prompt_embeds)
-        if self.sde_window is not None and not self.in_sde_window(t):
+        if not self.in_sde_window(t):
             if prev_sample is not None:
                 raise ValueError(f"timestep {float(t)} is outside sde_window={self.sde_window}: an ODE step has "
                                  f"no log-probability")
@@ -146,9 +146,11 @@ class DiffusionPolicy:
                                  prev_sample=prev_sample, generator=generator)
 
     def in_sde_window(self, t):
-        """Whether the step at timestep t (a value of the schedule) is inside sde_window."""
+        """Whether the step at timestep t (a value of the schedule) is inside sde_window (always, without one)."""
+        if self.sde_window is None:
+            return True
         index = int(torch.nonzero(self.scheduler.timesteps == torch.as_tensor(t).to(self.scheduler.timesteps))[0])
-        return self.sde_window is None or self.sde_window[0] <= index < self.sde_window[1]
+        return self.sde_window[0] <= index < self.sde_window[1]
 
     @torch.no_grad()
     def rollout(self, prompts, generator=None):

@@ -22,6 +22,7 @@ objects; --eval-samples seeds a prompt) before and after, sampled as the policy 
 each relation word's success and the share of images with the named objects (`diagnose.relation_rates`);
 --json writes them.
 """
+
 import argparse
 import json
 import time
