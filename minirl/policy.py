@@ -153,12 +153,18 @@ class DiffusionPolicy:
         return self.sde_window[0] <= index < self.sde_window[1]
 
     @torch.no_grad()
-    def rollout(self, prompts, generator=None):
+    def rollout(self, prompts, generator=None, x_T=None):
         """Sample one batch of trajectories. generator: one torch.Generator, or a list with one per sample
-        (then each chain depends only on its own seed, whatever the batch size or process count)."""
+        (then each chain depends only on its own seed, whatever the batch size or process count). x_T: the
+        starting noise (B, *latent_shape); default drawn from generator."""
         prompt_embeds = self.encode_prompts(prompts)
-        x = randn_tensor((len(prompts), *self.latent_shape), generator=generator, device=self.device,
-                         dtype=torch.float32)
+        shape = (len(prompts), *self.latent_shape)
+        if x_T is None:
+            x = randn_tensor(shape, generator=generator, device=self.device, dtype=torch.float32)
+        elif tuple(x_T.shape) != shape:
+            raise ValueError(f"x_T must have shape {shape} (one starting noise a prompt); got {tuple(x_T.shape)}")
+        else:
+            x = x_T.to(self.device, torch.float32)
         latents, log_probs = [x], []
         for t in self.scheduler.timesteps:
             x, log_prob = self.step(x, t, prompt_embeds, generator=generator)

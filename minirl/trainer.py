@@ -53,6 +53,7 @@ class TrainConfig:
     pretrain_beta: float = 0.0       # weight of the L_pre step (0: no regulariser)
     pretrain_uncond_fraction: float = 0.0  # L_pre samples whose caption is dropped (`minirl train`: 0.1, as SD)
     kl_weight: float = 0.0           # weight of KL to the pretrained model (LoRA disabled; DPOK uses 0.01)
+    shared_noise: bool = False       # one x_T a group (DanceGRPO): a group's samples differ by the sampler's noise
     seed: int = 0
     out: str = "runs/rl"             # run folder: metrics.jsonl, config.json, images/, checkpoints/
     save_every: int = 1              # checkpoint every N epochs (and at the end)
@@ -124,6 +125,8 @@ class Trainer:
             if config.sample_batch_size % task.group_size:
                 raise ValueError(f"task {task.name!r}: group_size={task.group_size} must divide "
                                  f"sample_batch_size={config.sample_batch_size}")
+            if config.shared_noise and task.group_size < 2:
+                raise ValueError(f"shared_noise=True shares x_T within a group; task {task.name!r} has group_size 1")
             if (task.advantages or config.advantages) == "group" and task.group_size < 2:
                 raise ValueError(f"advantages='group' needs tasks with group_size >= 2; task {task.name!r} "
                                  f"has {task.group_size}")
@@ -214,7 +217,8 @@ class Trainer:
             batch_prompts, metadata = task.draw(cfg.seed, self.epoch, k, indices)
             generators = [torch.Generator().manual_seed(seed_for(cfg.seed, self.epoch, k, i, "noise"))
                           for i in indices]
-            traj = policy.rollout(batch_prompts, generators)
+            traj = policy.rollout(batch_prompts, generators, self.shared_x_T(task, k, indices) if cfg.shared_noise
+                                  else None)
             _check_finite(traj.log_probs, "sampled log_probs", self.epoch, task.name)
             images = policy.decode(traj.latents[:, -1])
             r, info = self.reward(task, images, batch_prompts, metadata)
@@ -225,6 +229,12 @@ class Trainer:
             if b == first and self.log.want_images(self.epoch + 1, cfg.image_every):
                 self.log.images(images, batch_prompts, r, f"{task.name}_epoch{self.epoch + 1:04d}")
         return chains, rewards, prompts, infos
+
+    def shared_x_T(self, task, k, indices):
+        """One starting noise a group (sample i is in group i // group_size), drawn from the group's own seed."""
+        shape = self.policy.latent_shape
+        return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(
+            seed_for(self.cfg.seed, self.epoch, k, i // task.group_size, "x_T"))) for i in indices])
 
     def reward(self, task, images, prompts, metadata):
         if not task.distribution:

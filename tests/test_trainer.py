@@ -181,6 +181,22 @@ def test_group_relative_advantages(tiny_sd, tmp_path):
     torch.testing.assert_close(a[[0, 2]], -a[[1, 3]], atol=1e-3, rtol=0)
 
 
+def test_shared_noise_starts_each_group_from_one_x_T(tiny_sd, tmp_path):
+    """DanceGRPO's shared initial noise: a group's chains start alike and part with the sampler's noise."""
+    policy = tiny_policy(tiny_sd, steps=3, min_sigma=0.0)
+    trainer = tiny_trainer(tiny_sd, tmp_path, policy=policy, group_size=2, shared_noise=True)
+    x = trainer.sample(trainer.tasks[0], 0)[0]["latents"]
+    torch.testing.assert_close(x[0, 0], x[1, 0], atol=0, rtol=0)
+    torch.testing.assert_close(x[2, 0], x[3, 0], atol=0, rtol=0)
+    assert (x[0, 0] - x[2, 0]).abs().max() > 0.1 and (x[0, -1] - x[1, -1]).abs().max() > 1e-3
+    unshared = tiny_trainer(tiny_sd, tmp_path / "u", policy=policy, group_size=2).sample(trainer.tasks[0], 0)[0]
+    assert (unshared["latents"][0, 0] - unshared["latents"][1, 0]).abs().max() > 0.1
+    with pytest.raises(ValueError, match="shared_noise=True shares x_T within a group; task 'jpeg' has group_size 1"):
+        tiny_trainer(tiny_sd, tmp_path, policy=policy, shared_noise=True)
+    with pytest.raises(ValueError, match=r"x_T must have shape \(2, 4, 16, 16\)"):
+        policy.rollout(["a cat", "a dog"], x_T=torch.zeros(1, 4, 4, 4))
+
+
 def test_pretraining_loss_step_follows_the_tasks(tiny_sd, tmp_path):
     """Algorithm 1: after the task updates, one gradient step on beta * L_pre with pretraining data."""
     def pretrain_data(generator):

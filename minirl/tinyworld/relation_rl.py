@@ -4,11 +4,13 @@ composition task, trained alone, on a DDIM or a flow-matching base.
     .venv/bin/python -m minirl.tinyworld.relation_rl MODEL [--epochs 20] [--lr 1e-4] [--seed 0] [--flip 0.5]
         [--first-steps 3] [--samples 256] [--timestep-spacing trailing] [--split heldout]
         [--reward objects|coin] [--pretrain-beta 0] [--noise-level 0.7] [--sde-window 0,3]
-        [--eval-samples 4] [--per-relation] [--out DIR] [--json FILE]  # 5 min for 20 iterations of 64 samples
+        [--shared-noise] [--group-size 8] [--eval-samples 4] [--per-relation] [--out DIR] [--json FILE]
+        # 5 min for 20 iterations of 64 samples
 
-The demo's RL settings (`minirl.tinyworld.demo.train_config`: 64 samples an iteration, PPO, full fine-tuning,
-half of the trainable steps of each chain) with the L_pre step on the model's pretraining data: scenes mirrored
-left-right with probability --flip, as `minirl pretrain --flip` made them (0 for the committed model).
+The demo's RL settings (`minirl.tinyworld.demo.train_config`: 64 samples an iteration, PPO, full fine-tuning)
+on half of the trainable steps of each chain, in groups of --group-size samples of one prompt, with the L_pre
+step on the model's pretraining data: scenes mirrored left-right with probability --flip, as `minirl pretrain
+--flip` made them (0 for the committed model).
 --first-steps K trains only the K noisiest steps, every chain, where layouts are decided; --samples sets
 the samples an iteration; --timestep-spacing overrides a DDIM model's (`diffusion.load_policy`); --split trains on
 the held-out relation captions instead (what RL can do for a prompt it trains on); --reward objects credits
@@ -16,7 +18,8 @@ the named objects wherever they are (the detector's hard verdict), not the relat
 control, 0 or 1 at random whatever the image (what the updates do with no signal); --pretrain-beta weighs
 the L_pre step (0: off). A flow model (`minirl pretrain --objective flow`) samples with Flow-GRPO's SDE at
 --noise-level; --sde-window START,STOP puts that noise on steps START..STOP-1 only, the ODE elsewhere
-(MixGRPO's window), and trains every step of the window.
+(MixGRPO's window), and trains every step of the window. --shared-noise starts every chain of a group from
+one x_T (DanceGRPO), so that what tells a group's samples apart is the sampler's noise, the policy's actions.
 Prints composition success on the demo's evaluation prompts (training relations, held-out relations, single
 objects; --eval-samples seeds a prompt) before and after, sampled as the policy samples; --per-relation also
 each relation word's success and the share of images with the named objects (`diagnose.relation_rates`);
@@ -94,6 +97,8 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--noise-level", type=float, default=0.7, help="a flow model's SDE noise (Flow-GRPO: 0.7)")
     parser.add_argument("--sde-window", help="START,STOP: a flow model's SDE on these steps only, the ODE elsewhere")
+    parser.add_argument("--shared-noise", action="store_true", help="one x_T a group (DanceGRPO)")
+    parser.add_argument("--group-size", type=int, default=8, help="samples a prompt (group-relative advantages)")
     parser.add_argument("--eval-samples", type=int, default=4, help="seeds a prompt in the evaluation")
     parser.add_argument("--per-relation", action="store_true", help="also each relation word's success (slower)")
     parser.add_argument("--out", default="runs/relation_rl", help="the run folder (metrics, checkpoint)")
@@ -106,13 +111,14 @@ def main(argv=None):
     base = report("base", policy, detector, args.per_relation, args.eval_samples)
     cfg = demo.DemoConfig(tasks=("composition",), epochs=args.epochs, lr=args.lr, pretrain_beta=args.pretrain_beta,
                           seed=args.seed, out=args.out)
-    config = replace(demo.train_config(cfg), samples_per_epoch=args.samples)
+    config = replace(demo.train_config(cfg), samples_per_epoch=args.samples, timestep_fraction=0.5,
+                     shared_noise=args.shared_noise)
     if args.first_steps:
         policy.trainable_steps = policy.trainable_steps[:args.first_steps]
     if args.first_steps or window:
         config = replace(config, timestep_fraction=1.0)
     task = replace(demo.make_tasks(cfg.tasks, detector, preference)[0],
-                   prompts=scenes.prompt_sampler("relation", args.split))
+                   prompts=scenes.prompt_sampler("relation", args.split), group_size=args.group_size)
     if args.reward != "composition":
         task = replace(task, reward=ObjectsReward(detector) if args.reward == "objects" else CoinReward(args.seed))
     policy.unet.requires_grad_(True)
