@@ -29,6 +29,12 @@ def grid(seeds, control_seeds):
         ("flow 1.0", "flow", ["--noise-level", "1.0"], control_seeds),
         ("flow 0.7, window 0-3", "flow", ["--noise-level", "0.7", "--sde-window", "0,3"], seeds),
         ("flow 0.7, coin", "flow", ["--noise-level", "0.7", "--reward", "coin"], control_seeds),
+        # the reward spread a group's actions make: one x_T a group (DanceGRPO), with and without the window
+        ("flow 0.7, shared x_1", "flow", ["--noise-level", "0.7", "--shared-noise"], seeds),
+        ("flow 0.7, window 0-3, shared x_1, groups of 16", "flow",
+         ["--noise-level", "0.7", "--sde-window", "0,3", "--shared-noise", "--group-size", "16"], seeds),
+        ("flow 0.7, shared x_1, coin", "flow", ["--noise-level", "0.7", "--shared-noise", "--reward", "coin"],
+         control_seeds),
     ]
 
 
@@ -84,6 +90,8 @@ def main():
             results.append({"name": run["name"], "base": run["base"], "seed": run["seed"],
                             "noise_level": record["args"]["noise_level"] if run["base"] == "flow" else None,
                             "sde_window": record["args"]["sde_window"], "reward": record["args"]["reward"],
+                            "shared_noise": record["args"].get("shared_noise", False),
+                            "group_size": record["args"].get("group_size", 8),
                             "epochs": args.epochs, "eval_samples": args.eval_samples, "before": record["base"],
                             "after": record["tuned"],
                             "seconds_to_train": record["seconds_to_train"]})

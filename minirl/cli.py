@@ -261,8 +261,12 @@ def make_tiny_sd(args):
 
 def demo(args):
     """The tiny world's joint RL (Algorithm 1) from the committed base model, evaluated before and after."""
-    from minirl.tinyworld.demo import DemoConfig, run
-    run(DemoConfig(**{f.name: getattr(args, f.name) for f in fields(DemoConfig)}))
+    from minirl.tinyworld import demo as tinyworld_demo
+    cfg = tinyworld_demo.DemoConfig(**{f.name: getattr(args, f.name) for f in fields(tinyworld_demo.DemoConfig)})
+    if args.save_base_samples:
+        print(f"base model's evaluation images written to {tinyworld_demo.sample_base(cfg)}")
+    else:
+        tinyworld_demo.run(cfg)
 
 
 def train_judges(args):
@@ -305,7 +309,7 @@ def main(argv=None):
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     p.set_defaults(func=pretrain)
     from minirl.tinyworld.demo import DemoConfig, TASKS
-    p = sub.add_parser("demo", help="the tiny world's joint RL from the committed base model (7 min on 2 CPU cores)",
+    p = sub.add_parser("demo", help="the tiny world's joint RL from the committed base model (5 min, 2 CPU cores)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for f in fields(DemoConfig):
         if f.name == "tasks":
@@ -314,6 +318,8 @@ def main(argv=None):
         else:
             p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default,
                            help="default: %(default)s")
+    p.add_argument("--save-base-samples", action="store_true",
+                   help="only sample the base model's evaluation images and write them to --base-samples")
     p.set_defaults(func=demo)
     p = sub.add_parser("train-judges", help="train the tiny world's detector and preference model",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)

@@ -49,6 +49,36 @@ def test_demo_writes_its_run_folder(tmp_path):
     assert any("notebooks/07_joint_training.ipynb" in line for line in printed)
 
 
+def test_the_base_samples_are_the_committed_models():
+    """The demo reads the base's evaluation images from assets (sampled once): they are keyed to the committed
+    model and evaluation, sampling some of them again gives the same images, and another evaluation or
+    sampler setting misses the cache (the run samples afresh)."""
+    from dataclasses import replace
+    from minirl.tinyworld import diffusion
+    cfg = demo.DemoConfig()
+    cached = demo.load_base_samples(cfg)
+    assert cached is not None, f"{cfg.base_samples} is stale: rewrite it with `minirl demo --save-base-samples`"
+    sets = demo.eval_prompts(cfg.eval_samples)
+    assert {k: len(v) for k, v in cached.items()} == {k: len(v) for k, v in sets.items()}
+    policy = diffusion.load_policy(cfg.model, num_steps=cfg.steps, guidance_scale=cfg.guidance)
+    fresh = demo.generate(policy, sets["relation_train"][:3] + sets["parity_train"][-3:])
+    torch.testing.assert_close(fresh, torch.cat([cached["relation_train"][:3], cached["parity_train"][-3:]]),
+                               atol=1e-3, rtol=0)
+    for changed in (replace(cfg, guidance=2.0), replace(cfg, eval_samples=1), replace(cfg, base_samples="")):
+        assert demo.load_base_samples(changed) is None
+
+
+def test_sample_base_writes_what_the_demo_reads(tmp_path, monkeypatch):
+    from dataclasses import replace
+    cfg = replace(demo.DemoConfig(), base_samples=str(tmp_path / "base.safetensors"))
+    images = {name: torch.rand(len(pairs), 3, 16, 16) for name, pairs in demo.eval_prompts(cfg.eval_samples).items()}
+    monkeypatch.setattr(demo, "generate_sets", lambda policy, sets, desc: images)
+    assert demo.sample_base(cfg) == tmp_path / "base.safetensors"
+    assert [p.name for p in tmp_path.iterdir()] == ["base.safetensors"]  # written atomically: no scratch left
+    loaded = demo.load_base_samples(cfg)
+    assert loaded.keys() == images.keys() and all(torch.equal(loaded[k], images[k]) for k in images)
+
+
 def metrics(sp, single=0.99, rater=0.5, preference=0.0):
     """A made-up evaluation: every key the demo's table and claims read."""
     m = {key: 0.5 for key, _, _ in demo.ROWS}
@@ -69,8 +99,19 @@ def test_a_claim_that_fails_on_this_run_is_not_printed_as_held():
     assert not any(line.startswith(claims["parity"]) or line.startswith(claims["single"]) for line in bad)
     assert any("0.60 -> 0.50" in line for line in bad)  # said plainly instead
     assert any(line.startswith(claims["preference"]) for line in bad)
-    never, _ = demo.what_happened(base, metrics(sp=0.2, preference=1.0), held_on_seeds=set())
+    never, _ = demo.what_happened(base, metrics(sp=0.2, preference=1.0), measured=set())
     assert not any(line.startswith(text) for line in never for text in claims.values())  # not measured: not claimed
+    # what the demo claims comes from a bench/demo_seeds.py record: the claims that held on every seed in it
+    record = {"base_eval": {"0": base}, "runs": {"0": {"fine_tuned": metrics(sp=0.2, preference=1.0)},
+                                                 "1": {"fine_tuned": metrics(sp=0.5, single=0.8, preference=1.0)}}}
+    assert demo.held_on_seeds(record) == {"parity_heldout", "preference", "rater"}
+    assert demo.held_on_seeds() <= {c.name for c in demo.CLAIMS}  # the committed record reads
+    # claims were measured in the default setting: another seed is that setting, another length or task set is not
+    assert demo.measured_setting(demo.DemoConfig(seed=7, out="elsewhere"))
+    assert not demo.measured_setting(demo.DemoConfig(epochs=1))
+    assert not demo.measured_setting(demo.DemoConfig(tasks=demo.TASKS))
+    assert good[-1].startswith("Composition is evaluated, not trained")
+    assert demo.what_happened(base, base, tasks=demo.TASKS)[0][-1].startswith("Composition is not learned here")
 
 
 def test_before_after_figure_is_readable(tmp_path):

@@ -1,6 +1,6 @@
 """The tiny world's main job (`make demo`): the paper's joint multi-task RL, in miniature, on a laptop CPU.
 
-From the committed base model, Algorithm 1 with three tasks, each a reward with its own prompts (paper 3.3):
+From the committed base model, Algorithm 1 with tasks, each a reward with its own prompts (paper 3.3):
 
     composition  CompositionReward (the learned detector)   relation captions of the training split
     preference   PreferenceReward (Bradley-Terry model)      every training caption
@@ -9,18 +9,24 @@ From the committed base model, Algorithm 1 with three tasks, each a reward with 
                  sample credited with a leave-one-out baseline
 
 then one L_pre step on pretraining data (rendered scenes with the data's colour bias) per iteration; the parity
-loss weighs twice the others' (`make_tasks`). The base and the fine-tuned model are evaluated on fixed prompts
-with fixed seeds: `evaluate` returns the table's numbers, `run` writes the run folder (grids, curves, samples,
+loss weighs twice the others' (`make_tasks`). `make demo` trains preference and parity: composition does not
+learn in the tiny world (notebook 07 trains all three) and would cost a third of the demo's time. The base and
+the fine-tuned model are evaluated on fixed prompts with fixed seeds: `evaluate` returns the table's numbers
+(the base's images are sampled once, `sample_base`), `run` writes the run folder (grids, curves, samples,
 metrics.json).
 """
 
+import hashlib
 import json
+import os
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from minirl import runlog
@@ -38,7 +44,7 @@ COLOURLESS_COUNTS = [f"two {shape}s" for shape in scenes.SHAPES]  # parity on pr
 @dataclass
 class DemoConfig:
     """The demo's run; the RL settings are `train_config`'s."""
-    tasks: tuple = TASKS           # a subset trains single-task runs (the alignment tax)
+    tasks: tuple = ("preference", "parity")  # of TASKS; notebook 07 trains all three and each alone
     epochs: int = 10               # iterations of Algorithm 1
     lr: float = 1e-4               # AdamW, full fine-tuning
     pretrain_beta: float = 1.0     # weight of the L_pre step; 0 switches the regulariser off
@@ -50,6 +56,7 @@ class DemoConfig:
     model: str = str(ASSETS / "model")
     judges: str = str(ASSETS / "judges")
     eval_samples: int = 2          # seeds per evaluation prompt
+    base_samples: str = str(ASSETS / "base_samples.safetensors")  # the base's evaluation images, sampled once
 
 
 def train_config(cfg):
@@ -128,8 +135,19 @@ def generate(policy, pairs, batch_size=64, bar=None):
 def evaluate(policy, detector, preference, samples=2, eval_seed=0):
     """The table's numbers for one model: returns (metrics, {set name: images})."""
     sets = eval_prompts(samples, eval_seed)
-    with tqdm(total=sum(map(len, sets.values())), desc="evaluating", unit="image", dynamic_ncols=True) as bar:
-        images = {name: generate(policy, pairs, bar=bar) for name, pairs in sets.items()}
+    images = generate_sets(policy, sets)
+    return score(images, sets, detector, preference), images
+
+
+def generate_sets(policy, sets, desc="evaluating"):
+    """generate() for each set of (prompt, seed) pairs, under one progress bar: {set name: images}."""
+    with tqdm(total=sum(map(len, sets.values())), desc=desc, unit="image", dynamic_ncols=True) as bar:
+        return {name: generate(policy, pairs, bar=bar) for name, pairs in sets.items()}
+
+
+@torch.no_grad()
+def score(images, sets, detector, preference):
+    """The table's numbers from the evaluation images {set name: (N, 3, 16, 16)} of `eval_prompts`' sets."""
     composition = judges.CompositionReward(detector)
     metrics = {}
     for name in ("relation_train", "relation_heldout", "single"):
@@ -151,7 +169,43 @@ def evaluate(policy, detector, preference, samples=2, eval_seed=0):
             / len(images[name])
         prompts = [p for p, _ in sets[name]]  # still one object of one colour (two-coloured blends fool h(x))
         metrics[f"parity/{name}/success"] = composition(images[name], prompts, [{}] * len(prompts))[1]["success"]
-    return metrics, images
+    return metrics
+
+
+def base_samples_key(cfg):
+    """A digest of what the base's evaluation images depend on: the model's files, the sampler's settings and
+    the evaluation's prompts and seeds."""
+    digest = hashlib.sha256()
+    model = Path(cfg.model)
+    for path in sorted(p for p in model.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(model)).encode())
+        digest.update(path.read_bytes())
+    digest.update(json.dumps([cfg.steps, cfg.guidance, eval_prompts(cfg.eval_samples)]).encode())
+    return digest.hexdigest()
+
+
+def load_base_samples(cfg):
+    """The base's evaluation images from cfg.base_samples, if they were sampled from this model with this
+    evaluation; else None (the run samples them)."""
+    path = Path(cfg.base_samples) if cfg.base_samples else None
+    if path is None or not path.is_file():
+        return None
+    with safe_open(path, "pt") as f:
+        if (f.metadata() or {}).get("key") != base_samples_key(cfg):
+            return None
+        return {name: f.get_tensor(name) for name in f.keys()}
+
+
+def sample_base(cfg):
+    """Sample the base's evaluation images and write them to cfg.base_samples (atomically), keyed by
+    `base_samples_key`; returns the path. `minirl demo --save-base-samples`."""
+    policy = diffusion.load_policy(cfg.model, num_steps=cfg.steps, guidance_scale=cfg.guidance)
+    images = generate_sets(policy, eval_prompts(cfg.eval_samples), "sampling the base")
+    path = Path(cfg.base_samples)
+    scratch = path.with_name(path.name + ".tmp")
+    save_file({name: x.contiguous() for name, x in images.items()}, scratch, metadata={"key": base_samples_key(cfg)})
+    os.replace(scratch, path)
+    return path
 
 
 # ------------------------------------------------------------------------------------------------- run
@@ -217,8 +271,15 @@ CLAIMS = [
           "({b_rater:.3f} -> {t_rater:.3f}; noise {noise:.3f}).",
           "The simulated rater's own utility went {b_rater:.3f} -> {t_rater:.3f}."),
 ]
-# every claim held on every one of seeds 0-4 (bench/demo_seeds.py, 2026-11-29; docs/research.md, section 2)
-HELD_ON_SEEDS = {c.name for c in CLAIMS}
+SEEDS_RECORD = ASSETS / "demo_seeds.json"  # bench/demo_seeds.py: the default setting on seeds 0-4
+
+
+def held_on_seeds(record=None):
+    """The claims that held on every training seed of a bench/demo_seeds.py record of the default setting (the
+    committed one by default; docs/research.md, section 2), each run judged against the base's evaluation."""
+    record = record or json.loads(SEEDS_RECORD.read_text())
+    base = record["base_eval"]["0"]
+    return {c.name for c in CLAIMS if all(c.holds(base, r["fine_tuned"]) for r in record["runs"].values())}
 
 
 def claim_values(b, t):
@@ -231,18 +292,25 @@ def claim_values(b, t):
             "preference_untrained": changes(set(PREFERENCE) - set(PREFERENCE_TRAINED))}
 
 
-def what_happened(base, tuned, held_on_seeds=HELD_ON_SEEDS):
+def measured_setting(cfg):
+    """Whether cfg is the setting SEEDS_RECORD measured: the defaults but for the seed and the run folder."""
+    return all(getattr(cfg, k) == v for k, v in asdict(DemoConfig()).items() if k not in ("seed", "out"))
+
+
+def what_happened(base, tuned, measured=frozenset(), tasks=DemoConfig.tasks):
     """The demo's closing lines and {claim: held on this run}. A claim is printed as a claim only where it
-    held on every measured seed and holds on this run too; otherwise the line says what happened."""
+    held on every measured seed (`measured`, from `held_on_seeds`) and holds on this run too; otherwise the
+    line says what happened."""
     values = claim_values(base, tuned)
     held = {c.name: bool(c.holds(base, tuned)) for c in CLAIMS}
-    lines = [(c.claim if c.name in held_on_seeds and held[c.name] else c.happened).format(**values)
-             for c in CLAIMS]
+    lines = [(c.claim if c.name in measured and held[c.name] else c.happened).format(**values) for c in CLAIMS]
     train, heldout = "composition/relation_train/success", "composition/relation_heldout/success"
-    lines.append(f"Composition is not learned here (success on training relations {base[train]:.0%} -> "
-                 f"{tuned[train]:.0%}, held-out {base[heldout]:.0%} -> {tuned[heldout]:.0%}): "
-                 "notebooks/07_joint_training.ipynb shows why composition does not learn in the tiny world, "
-                 "and docs/research.md has the probes.")
+    success = (f"success on training relations {base[train]:.0%} -> {tuned[train]:.0%}, held-out "
+               f"{base[heldout]:.0%} -> {tuned[heldout]:.0%}")
+    lines.append(f"Composition is not learned here ({success}): " if "composition" in tasks else
+                 f"Composition is evaluated, not trained ({success}): it does not learn in the tiny world; ")
+    lines[-1] += ("notebooks/07_joint_training.ipynb trains it and shows why, and docs/research.md has the "
+                  "probes.")
     return lines, held
 
 
@@ -254,8 +322,14 @@ def run(cfg, log=print, base=None):
     tasks = make_tasks(list(cfg.tasks), detector, preference, cfg.parity_weight)
     policy = diffusion.load_policy(cfg.model, num_steps=cfg.steps, guidance_scale=cfg.guidance)
     if base is None:
-        log("evaluating the base model ...")
-        base = evaluate(policy, detector, preference, cfg.eval_samples)
+        before = load_base_samples(cfg)
+        if before is None:
+            log("evaluating the base model ...")
+            base = evaluate(policy, detector, preference, cfg.eval_samples)
+        else:
+            log(f"evaluating the base model on its images in {cfg.base_samples} (sampled once; the same model, "
+                "prompts and seeds) ...")
+            base = score(before, eval_prompts(cfg.eval_samples), detector, preference), before
     base, before = base
     policy.unet.requires_grad_(True)  # full fine-tuning, as in the paper
     trainer = Trainer(policy, tasks, train_config(cfg), pretrain_data=pretrain_data(),
@@ -263,7 +337,7 @@ def run(cfg, log=print, base=None):
     trainer.train()
     log("evaluating the fine-tuned model ...")
     tuned, after = evaluate(policy, detector, preference, cfg.eval_samples)
-    lines, held = what_happened(base, tuned)
+    lines, held = what_happened(base, tuned, held_on_seeds() if measured_setting(cfg) else set(), cfg.tasks)
     result = {"config": asdict(cfg), "base": base, "fine_tuned": tuned, "claims_held": held, "base_images": before,
               "images": after}
     (out / "metrics.json").write_text(json.dumps({k: v for k, v in result.items() if "images" not in k}, indent=1))
