@@ -313,8 +313,8 @@ def main(argv=None):
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for f in fields(DemoConfig):
         if f.name == "tasks":
-            p.add_argument("--tasks", type=lambda s: tuple(s.split(",")), default=TASKS,
-                           help=f"comma-separated subset of {','.join(TASKS)}")
+            p.add_argument("--tasks", type=lambda s: tuple(s.split(",")), default=f.default,
+                           help=f"comma-separated subset of {','.join(TASKS)} (default: {','.join(f.default)})")
         else:
             p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default,
                            help="default: %(default)s")

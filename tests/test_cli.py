@@ -68,3 +68,14 @@ def test_accelerate_configs_read_as_accelerate_reads_them(name, processes, machi
     from accelerate.commands.config.config_args import load_config_from_file
     config = load_config_from_file(f"assets/accelerate/{name}.yaml")
     assert (config.num_processes, config.num_machines, config.mixed_precision) == (processes, machines, "bf16")
+
+
+def test_demo_command_runs_the_demo_config(monkeypatch):
+    """`minirl demo` without options is DemoConfig's defaults, the setting its claims were measured in."""
+    from dataclasses import replace
+    from minirl.tinyworld import demo
+    seen = []
+    monkeypatch.setattr(demo, "run", seen.append)
+    main(["demo", "--seed", "3"])
+    main(["demo", "--tasks", "composition,parity"])
+    assert seen == [replace(demo.DemoConfig(), seed=3), replace(demo.DemoConfig(), tasks=("composition", "parity"))]
