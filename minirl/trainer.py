@@ -231,10 +231,11 @@ class Trainer:
         return chains, rewards, prompts, infos
 
     def shared_x_T(self, task, k, indices):
-        """One starting noise a group (sample i is in group i // group_size), drawn from the group's own seed."""
-        shape = self.policy.latent_shape
-        return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(
-            seed_for(self.cfg.seed, self.epoch, k, i // task.group_size, "x_T"))) for i in indices])
+        """One starting noise a group (sample i is in group i // group_size), drawn once from the group's seed."""
+        groups = [i // task.group_size for i in indices]
+        noise = {g: torch.randn(self.policy.latent_shape, generator=torch.Generator().manual_seed(
+            seed_for(self.cfg.seed, self.epoch, k, g, "x_T"))) for g in dict.fromkeys(groups)}
+        return torch.stack([noise[g] for g in groups])
 
     def reward(self, task, images, prompts, metadata):
         if not task.distribution:

@@ -307,10 +307,10 @@ def what_happened(base, tuned, measured=frozenset(), tasks=DemoConfig.tasks):
     train, heldout = "composition/relation_train/success", "composition/relation_heldout/success"
     success = (f"success on training relations {base[train]:.0%} -> {tuned[train]:.0%}, held-out "
                f"{base[heldout]:.0%} -> {tuned[heldout]:.0%}")
-    lines.append(f"Composition is not learned here ({success}): " if "composition" in tasks else
-                 f"Composition is evaluated, not trained ({success}): it does not learn in the tiny world; ")
-    lines[-1] += ("notebooks/07_joint_training.ipynb trains it and shows why, and docs/research.md has the "
-                  "probes.")
+    trained = "composition" in tasks
+    lines.append(f"Composition is {'not learned here' if trained else 'evaluated, not trained'} ({success}): "
+                 f"{'' if trained else 'it does not learn in the tiny world; '}notebooks/07_joint_training.ipynb "
+                 "trains it and shows why, and docs/research.md has the probes.")
     return lines, held
 
 
