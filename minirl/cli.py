@@ -197,7 +197,8 @@ def build(args):
     check_arguments(args)
     if args.pretrain_beta is None:
         args.pretrain_beta = 1.0 if args.pretrain_data else 0.0
-    config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)})
+    config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)},
+                         verbose=True)  # the command line prints the batch arithmetic and the cost estimate
     if args.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise ValueError("--mixed-precision fp16 is not supported on CPU (it overflows to NaN and many CPU "
                          "kernels lack it); use 'no' on CPU, 'bf16' on a GPU")

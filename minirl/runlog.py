@@ -35,15 +35,16 @@ class RunLog:
         self.out, self.acc, self.run_info = out, accelerator, run_info
         self.main = accelerator.is_main_process
 
-    def start(self, config, summary):
-        """Write config.json and print the batch arithmetic; start the trackers."""
+    def start(self, config, summary, verbose=True):
+        """Write config.json (with the summary) and print the summary if verbose; start the trackers."""
         if self.main:
             self.out.mkdir(parents=True, exist_ok=True)
             record = {"config": asdict(config), "run": self.run_info, "command": sys.argv, "summary": summary.split("\n"),
                       "num_processes": self.acc.num_processes, "versions": versions()}
             (self.out / "config.json").write_text(json.dumps(record, indent=2))
             (self.out / "metrics.jsonl").write_text("")
-            print(summary, flush=True)
+            if verbose:
+                print(summary, flush=True)
         if self.acc.log_with:
             self.acc.init_trackers("minirl", config=asdict(config))
 

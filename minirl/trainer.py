@@ -30,7 +30,7 @@ from minirl.tasks import seed_for
 
 
 # what a resumed run may change: its length and its logging (config fields and command-line arguments)
-RESUMABLE_CHANGES = {"epochs", "save_every", "keep_checkpoints", "image_every", "resume", "tracker"}
+RESUMABLE_CHANGES = {"epochs", "save_every", "keep_checkpoints", "image_every", "resume", "tracker", "verbose"}
 
 
 @dataclass
@@ -59,6 +59,7 @@ class TrainConfig:
     save_every: int = 1              # checkpoint every N epochs (and at the end)
     keep_checkpoints: int = 2        # the newest N checkpoints are kept (>= 1)
     image_every: int = 1             # image grid every N epochs (0: never)
+    verbose: bool = False            # print the batch arithmetic and a timed cost estimate at the start
 
     def check(self, num_processes, num_tasks):
         """Validate every setting and the batch arithmetic before any work; return the per-process sample count."""
@@ -150,8 +151,9 @@ class Trainer:
     # -- one epoch ----------------------------------------------------------------------------------------
     def train(self, on_epoch_end=None):
         if self.epoch == 0:
-            estimate = self._agree(lambda: cost.estimate(self))  # one timed pass of each kind of work
-            self.log.start(self.cfg, "\n".join([self.summary(), *estimate]))
+            # the estimate times one pass of each kind of work: only worth it when someone reads it
+            estimate = self._agree(lambda: cost.estimate(self)) if self.cfg.verbose else []
+            self.log.start(self.cfg, "\n".join([self.summary(), *estimate]), verbose=self.cfg.verbose)
         bar = self.log.progress(total=self.cfg.epochs, initial=self.epoch)
         while self.epoch < self.cfg.epochs:
             start = time.perf_counter()

@@ -135,3 +135,15 @@ def test_the_api_names_bad_input(case):
     fn, error, match = _api_cases()[case]
     with pytest.raises(error, match=match):
         fn()
+
+
+# --- rewards: a wrong model's folder, corrupt weight files, bad images and info -----------------------------
+
+
+# --- run folders and resume: --out, torn metrics, the lock, damaged checkpoints, the command line's error net ---
+
+
+# --- inputs: pretraining data, prompts and prompt files, tasks, sampler and pretraining settings --------------
+
+
+# --- the practitioner's command line: processes, precision, trackers, evaluation, export ---------------------
