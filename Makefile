@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test lab bench clean
+.PHONY: demo test lab course bench clean
 
 $(VENV)/.base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ test: $(VENV)/.test
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider tests
 	HF_HUB_OFFLINE=1 CI=true $(PY) -m pytest -q -p no:cacheprovider --nbval-lax \
 		--nbval-sanitize-with notebooks/sanitize.cfg notebooks
+
+# Every notebook executed in full mode, in place, in order: the outputs the course commits (minirl/coursebook.py).
+course: $(VENV)/.test
+	HF_HUB_OFFLINE=1 $(PY) -m minirl.coursebook notebooks/[0-9]*.ipynb
 
 lab: $(VENV)/.test
 	$(VENV)/bin/jupyter lab notebooks
