@@ -93,6 +93,9 @@ def plot_curves(curves, xlabel="iteration", ylabel="", title=None, ax=None):
     if integer_x:  # iterations, steps: no fractional ticks
         from matplotlib.ticker import MaxNLocator
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if len(ax.get_lines()[0].get_xdata()) == 1:  # one point (a smoke run): one tick, no crowded offset labels
+        ax.set_xticks(ax.get_lines()[0].get_xdata())
+        ax.ticklabel_format(axis="y", useOffset=False)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title:

@@ -68,6 +68,6 @@ def check_leave_one_out_credit(student_fn):
         for meaning, wrong in WRONG.items():
             expected = [torch.as_tensor(wrong(*case), dtype=torch.float64) for case in cases]
             if all(a.shape == e.shape and torch.allclose(a, e, atol=1e-5) for a, e in zip(answers, expected)):
-                print(f"       this is {meaning}")
+                print(f"       your answer matches a common mistake, {meaning}")
                 break
     return passed
