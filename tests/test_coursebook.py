@@ -11,7 +11,8 @@ from minirl import coursebook
 NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("[0-9]*.ipynb"))
 # Notebooks whose full run is not committed yet (issue 23 goes on): each is expected to fail the check below,
 # strictly, so that executing one makes this list shrink instead of hiding a stale notebook.
-NOT_YET_EXECUTED = {"02_denoising_mdp.ipynb",
+NOT_YET_EXECUTED = {"01_tiny_world.ipynb",
+                    "02_denoising_mdp.ipynb",
                     "03_reinforce.ipynb",
                     "04_ppo.ipynb",
                     "05_reward_normalisation.ipynb",
