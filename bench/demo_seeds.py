@@ -34,6 +34,7 @@ def main():
     for f in fields(demo.DemoConfig):
         if f.name in ("epochs", "pretrain_beta", "parity_weight", "lr", "eval_samples"):
             parser.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
+    parser.add_argument("--parity-soft", action="store_true", help="the parity task's soft colour shares")
     parser.add_argument("--base-evals-from", help="with --summary: take the base's evaluations from this earlier "
                         "record too (the same model and evaluation; its spread over evaluation seeds)")
     parser.add_argument("--summary", action="store_true", help="only print the tables of an existing --json")
@@ -47,7 +48,8 @@ def main():
             record["base_eval"] = {**earlier, **record["base_eval"]}
         return summary(record)
     seeds = [int(s) for s in args.seeds.split(",")]
-    settings = {k: getattr(args, k) for k in ("epochs", "pretrain_beta", "parity_weight", "lr", "eval_samples")}
+    settings = {k: getattr(args, k) for k in ("epochs", "pretrain_beta", "parity_weight", "parity_soft", "lr",
+                                              "eval_samples")}
     defined = {k: v for k, v in asdict(demo.DemoConfig(**settings)).items()  # the setting, not where things are
                if k not in ("seed", "out", "model", "judges", "base_samples")}
     record = {"settings": {**defined, "torch_threads": torch.get_num_threads()},

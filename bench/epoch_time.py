@@ -40,7 +40,8 @@ def worker_minirl(epochs, extra):
     from minirl.runlog import read_metrics
     out = ROOT / "runs" / "bench-minirl"
     main(["train", "--pipeline", str(PIPELINE), "--reward", "jpeg_compressibility", *SETTINGS,
-          "--epochs", str(epochs), "--out", str(out), "--image-every", "0", "--save-every", str(epochs), *extra])
+          "--epochs", str(epochs), "--out", str(out), "--overwrite", "--image-every", "0", "--save-every", str(epochs),
+          *extra])
     seconds = [m["epoch_seconds"] for m in read_metrics(out)]
     print(json.dumps({"epoch_seconds": seconds, "peak_rss_mb": peak_rss_mb()}))
 

@@ -5,6 +5,8 @@ Each model runs in a fresh process (so its peak memory is its own): built with `
 scored on a batch of 512 px images without gradients, as the trainer scores samples, timed after one warm-up
 call (median of the timed calls). The UNet row is SD 1.5's UNet (random weights) at 512 px: one guided
 sampling pass (batch 2: unconditional and conditional), and the 50 such passes a 50-step sample needs.
+bench/gpu_check.py scores with the same code (`reward_model_cost`), every model in its one process: on a GPU
+each model's peak memory is counted from what was allocated before it was built.
 
     .venv/bin/python bench/reward_cost.py                       # CPU, fp32 (about 15 minutes on 2 cores)
     .venv/bin/python bench/reward_cost.py --device cuda --dtype bf16
@@ -22,41 +24,80 @@ NAMES = ("imagereward", "pickscore", "hpsv2", "aesthetic", "clipscore", "composi
 PROMPT = "a photo of a cat left of a dog"
 
 
+def timed(call, device):
+    """(call(), its seconds), with the GPU's queued work finished before the clock starts and before it stops."""
+    import torch
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    out = call()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return out, time.perf_counter() - start
+
+
+def reset_peak_memory(device):
+    """Start a new peak for peak_memory_mib (on a GPU; a process's peak RSS cannot be reset)."""
+    import torch
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_mib(device):
+    """The most memory held since reset_peak_memory: the GPU's allocated tensors, or on a CPU the process's peak
+    resident set (since it started)."""
+    import torch
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def calls(call, device, repeats):
+    """Seconds of repeats + 1 calls (the first warms up), and the peak memory (MiB) they reached."""
+    reset_peak_memory(device)
+    seconds = [timed(call, device)[1] for _ in range(repeats + 1)]
+    return seconds, peak_memory_mib(device)
+
+
+def reward_model_cost(name, device, dtype, batch, repeats, real_size=True, size=512):
+    """Reward `name` built with random weights (its real size, or its tiny twin), scoring `batch` images of
+    `size` px without gradients: {name, params_M, seconds_per_image (median of the timed calls), peak_MiB (on a
+    GPU less what was allocated before the model was built), calls (seconds, warm-up first)}."""
+    import torch
+    from minirl.rewards import model_module
+    torch.manual_seed(0)
+    before = torch.cuda.memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
+    reward = model_module(name).random_model(real_size=real_size).freeze(device, dtype)
+    images = torch.rand(batch, 3, size, size, device=device)
+    with torch.no_grad():
+        seconds, peak = calls(lambda: reward(images, [PROMPT] * batch, [{}] * batch), device, repeats)
+    return {"name": name, "params_M": sum(p.numel() for p in reward.parameters()) / 1e6,
+            "seconds_per_image": statistics.median(seconds[1:]) / batch, "peak_MiB": peak - before, "calls": seconds}
+
+
+def unet_cost(device, dtype, repeats):
+    """SD 1.5's UNet (random weights) at 512 px: one guided sampling pass (batch 2), in the same fields."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from architectures import SD15_UNET
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(**SD15_UNET).to(device, dtype).eval()
+    x = torch.randn(2, 4, 64, 64, device=device, dtype=dtype)
+    embeds = torch.randn(2, 77, 768, device=device, dtype=dtype)
+    with torch.no_grad():
+        seconds, peak = calls(lambda: unet(x, torch.tensor([500, 500], device=device), encoder_hidden_states=embeds),
+                              device, repeats)
+    return {"name": "unet", "params_M": sum(p.numel() for p in unet.parameters()) / 1e6,
+            "seconds_per_image": statistics.median(seconds[1:]), "peak_MiB": peak, "calls": seconds}
+
+
 def worker(name, device, dtype, batch, repeats):
     import torch
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
-    torch.manual_seed(0)
+    device, dtype = torch.device(device), {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
     if name == "unet":
-        from diffusers import UNet2DConditionModel
-        unet = UNet2DConditionModel(  # Stable Diffusion 1.5's UNet configuration
-            sample_size=64, cross_attention_dim=768, attention_head_dim=8, layers_per_block=2,
-            block_out_channels=(320, 640, 1280, 1280)).to(device, dtype).eval()
-        x, embeds = torch.randn(2, 4, 64, 64, device=device, dtype=dtype), torch.randn(2, 77, 768, device=device, dtype=dtype)
-        call = lambda: unet(x, torch.tensor([500, 500], device=device), encoder_hidden_states=embeds)  # noqa: E731
-        params = sum(p.numel() for p in unet.parameters())
-    else:
-        from minirl.rewards import model_module
-        reward = model_module(name).random_model(real_size=True).to(device, dtype)
-        images = torch.rand(batch, 3, 512, 512, device=device)
-        call = lambda: reward(images, [PROMPT] * batch, [{}] * batch)  # noqa: E731
-        params = sum(p.numel() for p in reward.parameters())
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    seconds = []
-    with torch.no_grad():
-        for _ in range(repeats + 1):
-            sync()
-            start = time.perf_counter()
-            call()
-            sync()
-            seconds.append(time.perf_counter() - start)
-    per_call = statistics.median(seconds[1:])
-    peak = (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    per_image = per_call / (2 if name == "unet" else batch) * (2 if name == "unet" else 1)
-    print(json.dumps({"name": name, "params_M": params / 1e6, "seconds_per_image": per_image,
-                      "peak_MiB": peak, "calls": seconds}))
+        return print(json.dumps(unet_cost(device, dtype, repeats)))
+    print(json.dumps(reward_model_cost(name, device, dtype, batch, repeats)))
 
 
 def main():

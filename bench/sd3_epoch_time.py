@@ -44,7 +44,7 @@ def worker_minirl(epochs, extra):
     from minirl.cli import main
     from minirl.runlog import read_metrics
     out = ROOT / "runs" / "bench-sd3-minirl"
-    main(["train", "--pipeline", str(PIPELINE), *SETTINGS, "--epochs", str(epochs), "--out", str(out),
+    main(["train", "--pipeline", str(PIPELINE), *SETTINGS, "--epochs", str(epochs), "--out", str(out), "--overwrite",
           "--image-every", "0", "--save-every", str(epochs), *extra])
     seconds = [m["epoch_seconds"] for m in read_metrics(out)]
     print(json.dumps({"epoch_seconds": seconds, "peak_rss_mb": peak_rss_mb()}))

@@ -6,7 +6,11 @@ of the tree to `state.json` inside a hidden scratch folder (`.NAME.*.tmp`), flus
 it into place and points root/latest at it. `latest` names a complete folder at every moment, and a visible
 folder is always complete, so a run killed at any point leaves a loadable checkpoint; the scratch folders a
 kill leaves behind are removed by the next save or prune. One process writes to a root at a time.
-`load_state` never unpickles anything.
+
+Both files carry the save's random id, so a state.json is never read with another save's tensors.
+`load_state` never unpickles anything and says which checkpoint is damaged and how (`DamagedCheckpoint`);
+`load_newest` does not trust `latest` alone: a missing or dangling pointer, or a damaged checkpoint, sends it
+to the next older complete one, with notes saying so.
 """
 
 import json
@@ -15,13 +19,19 @@ import random
 import re
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 LATEST = "latest"  # a file naming the newest complete checkpoint folder
+
+
+class DamagedCheckpoint(ValueError):
+    """A checkpoint folder that cannot be loaded whole: a file missing, torn or from another save."""
 
 
 def flatten(tree, tensors, prefix="t"):
@@ -60,14 +70,16 @@ def save_state(state, root, name):
     root.mkdir(parents=True, exist_ok=True)
     tmp = _scratch(root, name)
     try:
-        tensors = {}
+        tensors, save_id = {}, uuid.uuid4().hex
         tree = flatten(state, tensors)
-        save_file(tensors, tmp / "state.safetensors")
-        (tmp / "state.json").write_text(json.dumps(tree))
+        save_file(tensors, tmp / "state.safetensors", metadata={"id": save_id})
+        (tmp / "state.json").write_text(json.dumps({"id": save_id, "state": tree}))
         for f in tmp.iterdir():
             _fsync(f)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp)
+        if isinstance(e, (OSError, SafetensorError)):  # a full disk, say: the error names the checkpoint
+            raise OSError(f"cannot write checkpoint {str(root / name)!r}: {e}") from e
         raise
     final = root / name
     if final.exists():
@@ -83,15 +95,62 @@ def save_state(state, root, name):
     return final
 
 
-def load_state(folder):
+def load_state(folder, check=None):
+    """The state saved in a checkpoint folder (or in the one root/latest names). `check(state)`, if given, may
+    raise DamagedCheckpoint for a state whose contents are wrong (a field of the wrong type); every damage is
+    raised as DamagedCheckpoint naming the folder."""
     folder = Path(folder)
     if (folder / LATEST).is_file():
         folder = folder / (folder / LATEST).read_text().strip()
     if not (folder / "state.json").is_file():
         raise FileNotFoundError(f"no checkpoint in {str(folder)!r}: expected state.json and state.safetensors, "
                                 f"or a '{LATEST}' file naming a checkpoint folder")
-    tensors = load_file(folder / "state.safetensors")
-    return unflatten(json.loads((folder / "state.json").read_text()), tensors)
+    try:
+        try:
+            document = json.loads((folder / "state.json").read_text())
+        except ValueError as e:
+            raise DamagedCheckpoint(f"state.json is not valid JSON ({e})") from e
+        try:
+            with safe_open(folder / "state.safetensors", framework="pt") as f:
+                save_id, tensors = (f.metadata() or {}).get("id"), {key: f.get_tensor(key) for key in f.keys()}
+        except (OSError, SafetensorError) as e:
+            raise DamagedCheckpoint(f"state.safetensors cannot be read ({e})") from e
+        if not (isinstance(document, dict) and document.keys() == {"id", "state"}):
+            document = {"id": None, "state": document}  # saved before checkpoints had ids
+        if document["id"] != save_id:
+            raise DamagedCheckpoint("state.json and state.safetensors are from different saves")
+        try:
+            state = unflatten(document["state"], tensors)
+        except (KeyError, TypeError, ValueError) as e:
+            raise DamagedCheckpoint(f"state.json does not describe state.safetensors' tensors ({e!r})") from e
+        if check is not None:
+            check(state)
+    except DamagedCheckpoint as e:
+        raise DamagedCheckpoint(f"checkpoint {str(folder)!r} is damaged: {e}") from e
+    return state
+
+
+def load_newest(root, check=None):
+    """The newest complete checkpoint under root: the one `latest` names if it loads, else the newest by number
+    that does. Returns (folder, state, notes): the notes say what was passed over and why (none when `latest`
+    loaded). `check` as in load_state. Raises DamagedCheckpoint listing every damage when none loads."""
+    root = Path(root)
+    folders = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), key=_by_number,
+                     reverse=True) if root.is_dir() else []
+    named, notes = latest(root), []
+    if named is None:
+        notes.append(f"no '{LATEST}' file in {str(root)!r}")
+    elif not named.is_dir():
+        notes.append(f"'{LATEST}' names {named.name!r}, which is not there")
+    candidates = ([named] if named is not None and named.is_dir() else []) + [p for p in folders if p != named]
+    if not candidates:
+        raise FileNotFoundError(f"no checkpoint under {str(root)!r}")
+    for folder in candidates:
+        try:
+            return folder, load_state(folder, check), notes
+        except (DamagedCheckpoint, FileNotFoundError) as e:  # a folder without state.json is no checkpoint either
+            notes.append(str(e))
+    raise DamagedCheckpoint(f"no complete checkpoint under {str(root)!r}: {'; '.join(notes)}")
 
 
 def latest(root):

@@ -49,10 +49,13 @@ class DiffusionPolicy:
     sde_window: flow only, (start, stop) step indices: the SDE's exploration noise on steps start .. stop - 1
     only, the ODE's deterministic Euler step elsewhere (MixGRPO's window; (0, 3) explores where layouts are
     decided). Only the window's steps are actions, so only they are trained. None: the SDE on every step.
+    latent_size: the side of the latent the chains run in (default: the denoiser's config.sample_size; the image
+    is the VAE's factor larger, sd.policy_from_pipeline's `resolution`).
     """
 
     def __init__(self, unet, scheduler, text_encoder, tokenizer, vae=None, *, num_steps=20, eta=1.0,
-                 noise_level=0.7, guidance_scale=5.0, min_sigma=0.05, prompt_encoder=None, sde_window=None):
+                 noise_level=0.7, guidance_scale=5.0, min_sigma=0.05, prompt_encoder=None, sde_window=None,
+                 latent_size=None):
         if not (isinstance(num_steps, int) and num_steps >= 1):
             raise ValueError(f"num_steps must be an int >= 1; got {num_steps!r}")
         if guidance_scale < 0:
@@ -84,7 +87,9 @@ class DiffusionPolicy:
         if len(self.trainable_steps) == 0:
             raise ValueError(f"no step has sigma_t >= min_sigma={min_sigma} (largest {self.sigmas.max():.4f}); "
                              f"lower min_sigma or raise {'noise_level' if self.flow else 'eta'}")
-        size = unet.config.sample_size
+        size = unet.config.sample_size if latent_size is None else latent_size
+        if not (isinstance(size, int) and size >= 1):
+            raise ValueError(f"latent_size must be an int >= 1; got {size!r}")
         self.latent_shape = (unet.config.in_channels, size, size)            # kept: a DDP wrapper hides config
         self._uncond_embeds = None
 

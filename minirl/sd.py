@@ -185,9 +185,9 @@ def resolution(pipe):
     return denoiser(pipe).config.sample_size * pipe.vae_scale_factor
 
 
-def add_lora(unet, rank=4, alpha=None):
+def add_lora(unet, rank=4, alpha=None, target_modules=LORA_TARGETS):
     """Freeze `unet` (SD's UNet or SD3's transformer) and add trainable LoRA adapters (peft) to its attention
-    projections.
+    projections (`target_modules`: module names, or a regular expression, as peft's LoraConfig takes them).
 
     alpha defaults to rank (scale 1): the adapter's up-projection starts at zero, so the policy starts
     exactly at the pretrained model, and the update is not shrunk by a small alpha/rank.
@@ -197,14 +197,23 @@ def add_lora(unet, rank=4, alpha=None):
         raise ValueError(f"lora rank must be >= 1; got {rank}")
     unet.requires_grad_(False)
     unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha or rank, init_lora_weights="gaussian",
-                                target_modules=LORA_TARGETS, lora_dropout=0.0))
+                                target_modules=target_modules, lora_dropout=0.0))
     return unet
 
 
-def policy_from_pipeline(pipe, *, max_sequence_length=128, **policy_kwargs):
+def policy_from_pipeline(pipe, *, resolution=None, max_sequence_length=128, **policy_kwargs):
     """A DiffusionPolicy over the parts of a StableDiffusionPipeline or StableDiffusion3Pipeline (latent space,
-    through its VAE). SD3's prompts are encoded by its pipeline's encode_prompt: CLIP-L and CLIP-G (77 tokens)
-    and T5's max_sequence_length tokens (zeros without T5); 128 as Flow-GRPO (the pipeline's default is 256)."""
+    through its VAE), sampling images of `resolution` pixels a side (default: the model's own, `resolution(pipe)`;
+    SD 3.5 medium's config says 1024, Flow-GRPO trains it at 512). SD3's prompts are encoded by its pipeline's
+    encode_prompt: CLIP-L and CLIP-G (77 tokens) and T5's max_sequence_length tokens (zeros without T5); 128 as
+    Flow-GRPO (the pipeline's default is 256)."""
+    if resolution is not None:
+        # the VAE's factor, and SD3's transformer cuts the latent into patches of patch_size
+        step = pipe.vae_scale_factor * (denoiser(pipe).config.patch_size if is_sd3(pipe) else 1)
+        if not (isinstance(resolution, int) and resolution >= step and resolution % step == 0):
+            raise ValueError(f"resolution must be a multiple of {step} (the VAE's factor"
+                             f"{' times the patch size' if is_sd3(pipe) else ''}) >= {step}; got {resolution!r}")
+        policy_kwargs["latent_size"] = resolution // pipe.vae_scale_factor
     pipe.vae.requires_grad_(False)
     for name in ("text_encoder", "text_encoder_2", "text_encoder_3"):
         if getattr(pipe, name, None) is not None:

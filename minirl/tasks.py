@@ -8,6 +8,7 @@ colours and shapes, for instance).
 
 import math
 import random
+import textwrap
 from dataclasses import dataclass, field
 from typing import Callable, Sequence, Union
 
@@ -27,8 +28,17 @@ class Task:
     metadata: dict = field(default_factory=dict)  # extra fields copied into every sample's metadata
 
     def __post_init__(self):
-        if not callable(self.prompts) and len(self.prompts) == 0:
-            raise ValueError(f"task {self.name!r} has an empty prompt list; give at least one prompt")
+        if isinstance(self.prompts, str):
+            raise TypeError(f"task {self.name!r}: prompts must be a list of prompts or a function rng -> (prompt, "
+                            f"metadata); got the str {self.prompts!r}, which would be drawn one character at a time; "
+                            f"pass [{self.prompts!r}]")
+        if not callable(self.prompts):
+            if len(self.prompts) == 0:
+                raise ValueError(f"task {self.name!r} has an empty prompt list; give at least one prompt")
+            bad = next((i for i, p in enumerate(self.prompts) if not isinstance(p, str)), None)
+            if bad is not None:
+                raise TypeError(f"task {self.name!r}: prompt #{bad} is {self.prompts[bad]!r}; every prompt must be "
+                                f"a str")
         if not callable(self.reward):
             raise TypeError(f"task {self.name!r}: reward must be callable (images, prompts, metadata) -> "
                             f"(rewards, info); got {type(self.reward).__name__}")
@@ -43,6 +53,50 @@ class Task:
     @property
     def distribution(self):
         return getattr(self.reward, "distribution", False)
+
+    @property
+    def one_value_a_group(self):
+        """Whether the reward gives every sample of a group one value: a distribution reward does, unless it
+        credits each sample its own (ParityReward's credit="leave_one_out")."""
+        return self.distribution and getattr(self.reward, "credit", "group") == "group"
+
+    def check_advantages(self, mode, samples_per_epoch):
+        """Refuse settings under which this task's advantages (`mode`: "batch", "per_prompt" or "group") would
+        be 0 whatever the rewards, because they standardise rewards that cannot differ."""
+        if mode == "group":
+            if self.group_size < 2:
+                raise ValueError(f"advantages='group' needs tasks with group_size >= 2; task {self.name!r} has "
+                                 f"{self.group_size}")
+            if self.one_value_a_group:
+                raise ValueError(f"task {self.name!r}: its distribution reward gives every sample of a group one "
+                                 f"value, so advantages='group' (within each group) would be 0; use 'batch' or "
+                                 f"'per_prompt' (across groups), or a reward that credits each sample its own "
+                                 f"(ParityReward(credit='leave_one_out'))")
+            return
+        per_value = self.group_size if self.one_value_a_group else 1  # samples that share one reward value
+        if samples_per_epoch < 2 * per_value:
+            what = f"one group of {per_value}, which its distribution reward scores with one value" \
+                if per_value > 1 else "one sample"
+            over = "the epoch's rewards" if mode == "batch" else \
+                "the epoch's rewards until a prompt has a history of its own"
+            raise ValueError(f"task {self.name!r}: samples_per_epoch={samples_per_epoch} is {what}, and "
+                             f"advantages={mode!r} standardise {over}, so every advantage would be 0; valid: "
+                             f"samples_per_epoch >= {2 * per_value}")
+
+    def check_prompt_lengths(self, tokenizer):
+        """Refuse prompts longer than the text encoder reads (tokenizer.model_max_length tokens, CLIP's 77): it
+        would cut off their end, which the policy would never see while the reward reads the prompt whole. A
+        policy without a tokenizer (one that is never sampled: the batch arithmetic's) reads no prompt."""
+        if callable(self.prompts) or tokenizer is None:
+            return
+        prompts = list(dict.fromkeys(self.prompts))
+        lengths = [len(ids) for ids in tokenizer(prompts, verbose=False).input_ids]
+        long = [(p, n) for p, n in zip(prompts, lengths) if n > tokenizer.model_max_length]
+        if long:
+            prompt, n = long[0]
+            raise ValueError(f"task {self.name!r}: {len(long)} of {len(prompts)} prompts are longer than the text "
+                             f"encoder reads ({tokenizer.model_max_length} tokens, start and end included), e.g. "
+                             f"{textwrap.shorten(prompt, 60, placeholder=' ...')!r} ({n} tokens); shorten them")
 
     def draw(self, seed, epoch, task_index, indices):
         """Prompts and metadata for the samples with these global indices: sample i belongs to group

@@ -9,11 +9,12 @@ Each epoch (an "iteration" in the paper), theta_old <- theta, then for each task
 then, if pretraining data is given, one gradient step on beta * L_pre.
 
 The trainer knows the math (mdp, losses, advantages) and the reward protocol, no particular reward or tier.
-Every random draw (prompts, noise, timesteps, shuffles) comes from a seed derived from (seed, epoch, task,
-sample), so a chain does not depend on the batch size or the number of processes, and a resumed run
-continues exactly as an uninterrupted one.
+Every random draw (prompts, noise, timesteps, minibatches) comes from a seed derived from (seed, epoch, task,
+sample), so a chain does not depend on the batch size or the number of processes, and a resumed run continues
+exactly as an uninterrupted one. Every eval_every epochs, held-out prompts are sampled with fixed seeds and scored (`evaluate`).
 """
 
+import json
 import math
 import time
 from contextlib import nullcontext
@@ -21,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from diffusers import DDIMScheduler
 
 from minirl import advantages as adv
 from minirl import checkpoint, cost, runlog
@@ -29,8 +31,10 @@ from minirl.rewards import validate
 from minirl.tasks import seed_for
 
 
-# what a resumed run may change: its length and its logging (config fields and command-line arguments)
-RESUMABLE_CHANGES = {"epochs", "save_every", "keep_checkpoints", "image_every", "resume", "tracker", "verbose"}
+# what a resumed run may change: its length and its logging (config fields and command-line arguments), and
+# the folder's path (the run is where its checkpoint is: a moved folder, or its path written another way)
+RESUMABLE_CHANGES = {"epochs", "save_every", "keep_checkpoints", "image_every", "resume", "overwrite", "tracker",
+                     "verbose", "out", "eval_every", "eval_prompts"}
 
 
 @dataclass
@@ -59,6 +63,7 @@ class TrainConfig:
     save_every: int = 1              # checkpoint every N epochs (and at the end)
     keep_checkpoints: int = 2        # the newest N checkpoints are kept (>= 1)
     image_every: int = 1             # image grid every N epochs (0: never)
+    eval_every: int = 0              # evaluate on held-out prompts (Trainer's eval_prompts) every N epochs (0: never)
     verbose: bool = False            # print the batch arithmetic and a timed cost estimate at the start
 
     def check(self, num_processes, num_tasks):
@@ -66,7 +71,7 @@ class TrainConfig:
         for name in ("epochs", "samples_per_epoch", "sample_batch_size", "train_batch_size", "inner_epochs",
                      "save_every", "keep_checkpoints"):
             check_number(self, name, minimum=1, integer=True)
-        for name in ("train_micro_batch", "image_every", "seed"):
+        for name in ("train_micro_batch", "image_every", "eval_every", "seed"):
             check_number(self, name, minimum=0, integer=True)
         for name in ("clip_range", "adv_clip", "lr", "max_grad_norm"):
             check_number(self, name, minimum=0, inclusive=False)
@@ -111,10 +116,11 @@ class Trainer:
 
     pretrain_data: optional function generator -> (images (B, 3, H, W) in [0, 1], prompts), a batch of the
     pretraining data for the L_pre step. run_info: anything else that defines the run (the command line's
-    pipeline, reward and prompts), recorded in config.json.
+    pipeline, reward and prompts), recorded in config.json with the policy's settings and the tasks.
+    eval_prompts: {task name: held-out prompts}, sampled and scored every config.eval_every epochs (`evaluate`).
     """
 
-    def __init__(self, policy, tasks, config, accelerator=None, pretrain_data=None, run_info=None):
+    def __init__(self, policy, tasks, config, accelerator=None, pretrain_data=None, run_info=None, eval_prompts=None):
         from accelerate import Accelerator
         self.policy, self.tasks, self.cfg = policy, list(tasks), config
         self.acc = accelerator or Accelerator()
@@ -128,11 +134,11 @@ class Trainer:
                                  f"sample_batch_size={config.sample_batch_size}")
             if config.shared_noise and task.group_size < 2:
                 raise ValueError(f"shared_noise=True shares x_T within a group; task {task.name!r} has group_size 1")
-            if (task.advantages or config.advantages) == "group" and task.group_size < 2:
-                raise ValueError(f"advantages='group' needs tasks with group_size >= 2; task {task.name!r} "
-                                 f"has {task.group_size}")
+            task.check_advantages(task.advantages or config.advantages, config.samples_per_epoch)
+            task.check_prompt_lengths(policy.tokenizer)
         if pretrain_data is None and config.pretrain_beta > 0:
             raise ValueError(f"pretrain_beta={config.pretrain_beta} needs pretrain_data")
+        self.eval_prompts = _check_eval_prompts(eval_prompts or {}, names, config.eval_every)
         self.pretrain_data = pretrain_data
         self.params = [p for p in policy.unet.parameters() if p.requires_grad]
         if not self.params:
@@ -142,40 +148,55 @@ class Trainer:
             raise ValueError(f"kl_weight={config.kl_weight} needs a LoRA UNet: the reference model is the UNet "
                              f"with its adapters disabled (minirl.sd.add_lora)")
         optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)
+        policy_record = _policy_record(policy)  # before prepare, which may wrap the UNet
         policy.unet, self.optimizer = self.acc.prepare(policy.unet, optimizer)
         self.trackers = {t.name: adv.PerPromptStatTracker() for t in self.tasks}
         self.epoch, self.global_step, self.skipped_steps = 0, 0, 0
         self.n_train = max(1, int(len(policy.trainable_steps) * config.timestep_fraction))
-        self.log = runlog.RunLog(Path(config.out), self.acc, run_info or {})
+        self.log = runlog.RunLog(Path(config.out), self.acc,
+                                 {**(run_info or {}), "policy": policy_record,
+                                  "tasks": {t.name: _task_record(t) for t in self.tasks}})
 
     # -- one epoch ----------------------------------------------------------------------------------------
     def train(self, on_epoch_end=None):
+        """Train until cfg.epochs (a new run from epoch 0 replaces a run in its folder), holding the run folder
+        meanwhile: another process cannot write it. Returns self."""
+        self._agree(self.log.hold)
+        try:
+            return self._train(on_epoch_end)
+        finally:
+            self.log.release()
+
+    def _train(self, on_epoch_end):
         if self.epoch == 0:
             # the estimate times one pass of each kind of work: only worth it when someone reads it
             estimate = self._agree(lambda: cost.estimate(self)) if self.cfg.verbose else []
             self.log.start(self.cfg, "\n".join([self.summary(), *estimate]), verbose=self.cfg.verbose)
-        bar = self.log.progress(total=self.cfg.epochs, initial=self.epoch)
-        while self.epoch < self.cfg.epochs:
-            start = time.perf_counter()
-            metrics = {}
-            for k, task in enumerate(self.tasks):
-                batch, stats = self.sample(task, k)
-                stats.update(self.learn(task, k, batch))
-                metrics.update({self._key(task, name): v for name, v in stats.items()})
-            if self.pretrain_data is not None and self.cfg.pretrain_beta > 0:
-                metrics.update(self.pretrain_step())
-            self.epoch += 1
-            metrics = {"epoch": self.epoch, "global_step": self.global_step, **metrics,
-                       **({"skipped_steps": self.skipped_steps} if self.acc.scaler is not None else {}),
-                       "epoch_seconds": time.perf_counter() - start}
-            self.log.metrics(metrics)
-            if self.epoch % self.cfg.save_every == 0 or self.epoch == self.cfg.epochs:
-                self.save()
-            bar.update(1)
-            bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k.endswith("reward_mean")})
-            if on_epoch_end is not None:
-                on_epoch_end(self, metrics)
-        bar.close()
+        with self.log.progress(total=self.cfg.epochs, initial=self.epoch) as bar:  # closed however the loop ends
+            while self.epoch < self.cfg.epochs:
+                start = time.perf_counter()
+                metrics = {}
+                for k, task in enumerate(self.tasks):
+                    batch, stats = self.sample(task, k)
+                    stats.update(self.learn(task, k, batch))
+                    metrics.update({self._key(task, name): v for name, v in stats.items()})
+                if self.pretrain_data is not None and self.cfg.pretrain_beta > 0:
+                    metrics.update(self.pretrain_step())
+                self.epoch += 1
+                metrics = {"epoch": self.epoch, "global_step": self.global_step, **metrics,
+                           **({"skipped_steps": self.skipped_steps} if self.acc.scaler is not None else {}),
+                           "epoch_seconds": time.perf_counter() - start}
+                if self.cfg.eval_every and (self.epoch % self.cfg.eval_every == 0 or self.epoch == self.cfg.epochs):
+                    metrics.update(self.evaluate())
+                self.log.metrics(metrics)
+                if self.epoch % self.cfg.save_every == 0 or self.epoch == self.cfg.epochs:
+                    self.save()
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k.endswith("reward_mean")})
+                if on_epoch_end is not None:
+                    on_epoch_end(self, metrics)
+        if self.acc.is_main_process:
+            runlog.plot_reward_curves(self.cfg.out)
         return self
 
     @torch.no_grad()
@@ -229,7 +250,7 @@ class Trainer:
             prompts += batch_prompts
             infos.append(info)
             if b == first and self.log.want_images(self.epoch + 1, cfg.image_every):
-                self.log.images(images, batch_prompts, r, f"{task.name}_epoch{self.epoch + 1:04d}")
+                self.log.images(images, batch_prompts, r, f"{task.name}_epoch{self.epoch + 1:04d}", self.epoch + 1)
         return chains, rewards, prompts, infos
 
     def shared_x_T(self, task, k, indices):
@@ -241,29 +262,41 @@ class Trainer:
 
     def reward(self, task, images, prompts, metadata):
         if not task.distribution:
-            return validate(task.name, task.reward(images, prompts, metadata), len(images))
+            return validate(task.name, self._score(task, images, prompts, metadata), len(images))
         rewards, infos = [], []
         for g in range(0, len(images), task.group_size):
             part = slice(g, g + task.group_size)
-            r, info = validate(task.name, task.reward(images[part], prompts[part], metadata[part]), task.group_size)
+            r, info = validate(task.name, self._score(task, images[part], prompts[part], metadata[part]),
+                               task.group_size)
             rewards.append(r)
             infos.append(info)
         return torch.cat(rewards), _mean(infos)
 
+    def _score(self, task, images, prompts, metadata):
+        """The task's reward; a ValueError from inside it (a check of its own) names the reward."""
+        try:
+            return task.reward(images, prompts, metadata)
+        except ValueError as e:
+            raise ValueError(f"reward {task.name!r} failed: {e}") from e
+
     def learn(self, task, k, batch):
         """PPO (or REINFORCE) updates over the sampled chains; returns the epoch's metrics for this task."""
         cfg, acc = self.cfg, self.acc
-        n = len(batch["advantages"])
         infos = []
         for inner in range(cfg.inner_epochs):
-            shuffle = torch.randperm(n, generator=_gen(cfg.seed, self.epoch, k, inner, "shuffle", acc.process_index))
-            for start in range(0, n, cfg.train_batch_size):
-                rows = shuffle[start:start + cfg.train_batch_size]
+            for rows in self.minibatches(k, inner):
                 infos.append(self.update(task, batch, rows, inner, k))
         metrics = self._mean_over_processes(_mean(infos))
         first = torch.tensor([infos[0]["max_abs_log_ratio"]], device=acc.device)
         metrics["max_abs_log_ratio_first_update"] = float(acc.gather(first).max())
         return metrics
+
+    def minibatches(self, k, inner):
+        """This process's rows (local sample indices) of each optimizer step of an inner epoch: its samples in an
+        order seeded by (seed, epoch, task, inner epoch, process), cut into train batches."""
+        n, size = self.local_samples, self.cfg.train_batch_size
+        order = torch.randperm(n, generator=_gen(self.cfg.seed, self.epoch, k, inner, "shuffle", self.acc.process_index))
+        return [order[start:start + size] for start in range(0, n, size)]
 
     def update(self, task, batch, rows, inner, k):
         """One optimizer step on the transitions (sample i, its j-th chosen timestep) of these rows."""
@@ -341,6 +374,47 @@ class Trainer:
         info["pretrain_grad_norm"] = self.step("pretrain")
         return self._mean_over_processes(_mean([info]))
 
+    @torch.no_grad()
+    def evaluate(self):
+        """Sample each task's held-out prompts (eval_prompts), group_size images a prompt, each from a seed of
+        (seed, task, sample) that every evaluation reuses, so evaluations differ by the weights alone; score them
+        with the task's reward and write a grid of them to eval/. The processes share the prompts. Returns the
+        metrics: eval_reward_mean, eval_reward_std and the reward's info as eval_*, under the task's prefix."""
+        from accelerate.utils import gather_object
+        start, metrics = time.perf_counter(), {}
+        for k, task in enumerate(self.tasks):
+            prompts = self.eval_prompts.get(task.name)
+            if prompts:
+                samples, infos = self._agree(lambda: self._eval_rollouts(task, k, prompts))
+                if self.acc.num_processes > 1:
+                    samples, infos = gather_object(samples), gather_object(infos)
+                _, images, texts, rewards = zip(*sorted(samples, key=lambda sample: sample[0]))
+                rewards = torch.tensor(rewards)
+                stats = {"reward_mean": rewards.mean().item(), "reward_std": rewards.std(unbiased=False).item(),
+                         **_mean(infos)}
+                metrics.update({self._key(task, f"eval_{name}"): v for name, v in stats.items()})
+                if self.acc.is_main_process:
+                    self.log.images(torch.stack(images), texts, rewards, f"{task.name}_epoch{self.epoch:04d}",
+                                    self.epoch, folder="eval")
+        return {**metrics, "eval_seconds": time.perf_counter() - start}
+
+    def _eval_rollouts(self, task, k, prompts):
+        """This process's evaluation samples, [(index, image, prompt, reward)], and the reward's infos: every P-th
+        prompt, in sample batches of whole groups."""
+        cfg, acc = self.cfg, self.acc
+        mine = [(g * task.group_size + j, g) for g in range(acc.process_index, len(prompts), acc.num_processes)
+                for j in range(task.group_size)]
+        samples, infos = [], []
+        for b in range(0, len(mine), cfg.sample_batch_size):
+            indices, groups = zip(*mine[b:b + cfg.sample_batch_size])
+            texts = [prompts[g] for g in groups]
+            trajectory = self.policy.rollout(texts, [_gen(cfg.seed, "eval", k, i) for i in indices])
+            images = self.policy.decode(trajectory.latents[:, -1])
+            rewards, info = self.reward(task, images, texts, [{**task.metadata, "group": g} for g in groups])
+            samples += zip(indices, images.cpu(), texts, rewards.tolist())
+            infos.append({name: float(v) for name, v in info.items()})
+        return samples, infos
+
     # -- several processes ---------------------------------------------------------------------------------
     def _agree(self, fn):
         """fn() on every process; if it raises on any, raise on all (the failing process's own error, a
@@ -370,23 +444,32 @@ class Trainer:
         return name if len(self.tasks) == 1 else f"{task.name}/{name}"
 
     def summary(self):
+        """The run's batch arithmetic, sampler and precision, in words (printed at the start, in config.json)."""
         cfg, p, acc = self.cfg, self.policy, self.acc
         T, left_out = p.num_steps, int(((p.sigmas < p.min_sigma) | (p.sigmas <= 0)).sum())
         per_update = cfg.train_batch_size * self.n_train
         micro = cfg.train_micro_batch or cfg.train_batch_size
+        passes = math.ceil(per_update / micro)
         updates = cfg.inner_epochs * self.local_samples // cfg.train_batch_size
         cfg_x = 2 if p.do_cfg else 1
+        net = "transformer" if p.sd3 else "UNet"
+        noise = "".join(f", {name.replace('_', ' ')} {v}" for name, v in sampler(p).items() if v is not None)
+        frozen = {str(q.dtype).removeprefix("torch.") for q in p.unet.parameters() if not q.requires_grad}
         lines = [
-            f"{acc.num_processes} process(es) on {acc.device}; tasks {[t.name for t in self.tasks]}",
+            f"{acc.num_processes} process(es) on {acc.device}; tasks {[t.name for t in self.tasks]}; mixed precision "
+            f"{acc.mixed_precision}, trained weights in {str(self.params[0].dtype).removeprefix('torch.')}"
+            + (f", frozen {net} weights in {', '.join(sorted(frozen))}" if frozen else ""),
             f"sampling, per task and epoch: {cfg.samples_per_epoch} samples = {acc.num_processes} process(es) x "
             f"{self.local_samples // cfg.sample_batch_size} batches x {cfg.sample_batch_size}, {T} steps "
-            f"(eta {p.eta}, guidance {p.guidance_scale}): {T * self.local_samples // cfg.sample_batch_size} "
-            f"UNet passes at batch {cfg_x * cfg.sample_batch_size} per process",
+            f"({type(p.scheduler).__name__}{noise}, guidance {p.guidance_scale}): "
+            f"{T * self.local_samples // cfg.sample_batch_size} {net} passes at batch {cfg_x * cfg.sample_batch_size} "
+            f"per process",
             f"training: {self.n_train} of {len(p.trainable_steps)} trainable timesteps a chain "
             f"({left_out} left out: sigma_t below min_sigma={p.min_sigma} or zero), {updates} optimizer steps a task "
             f"and epoch ({cfg.inner_epochs} inner epoch(s) x {self.local_samples // cfg.train_batch_size} batches "
-            f"of {cfg.train_batch_size}), each over {per_update} transitions in "
-            f"{math.ceil(per_update / micro)} UNet passes at batch {cfg_x * micro}",
+            f"of {cfg.train_batch_size}), each over {per_update} transitions in {passes} {net} passes at batch "
+            f"{cfg_x * micro}" + (f", and {passes} more without gradients for the KL term's reference (adapters off)"
+                                 if cfg.kl_weight > 0 else ""),
         ]
         return "\n".join(lines)
 
@@ -408,15 +491,31 @@ class Trainer:
         self.acc.wait_for_everyone()
 
     def resume(self, folder=None):
-        """Continue from a checkpoint folder (default: the run folder's latest). Returns self."""
-        folder = folder or checkpoint.latest(Path(self.cfg.out) / "checkpoints")
+        """Continue from a checkpoint folder (default: the run folder's newest complete one, saying so when that is
+        not the one `latest` names), holding the run folder until train() ends. Returns self."""
+        self._agree(self.log.hold)
+        try:
+            return self._resume(folder)
+        except BaseException:
+            self.log.release()
+            raise
+
+    def _resume(self, folder):
         if folder is None:
-            raise FileNotFoundError(f"no checkpoint to resume under {self.cfg.out}/checkpoints")
-        state = checkpoint.load_state(folder)
-        then = {**state.get("run", {}), **state["config"]}
-        now = {**self.log.run_info, **asdict(self.cfg)}
-        changed = [f"{k}: {then.get(k)!r} in the checkpoint, {now.get(k)!r} now" for k in sorted(set(then) | set(now))
-                   if k not in RESUMABLE_CHANGES and then.get(k) != now.get(k)]
+            root = Path(self.cfg.out) / "checkpoints"
+            try:
+                folder, state, notes = checkpoint.load_newest(root, _check_state)
+            except FileNotFoundError:
+                raise FileNotFoundError(f"no checkpoint to resume under {root}") from None
+            except checkpoint.DamagedCheckpoint as e:
+                raise checkpoint.DamagedCheckpoint(f"{e}; start the run again with --overwrite, or restore a "
+                                                   f"checkpoint") from None
+            if notes and self.acc.is_main_process:
+                print(f"{'; '.join(notes)}; resuming from {folder.name}, the newest complete checkpoint", flush=True)
+        else:
+            state = checkpoint.load_state(folder, _check_state)
+        now = json.loads(json.dumps({**self.log.run_info, **asdict(self.cfg)}))  # as read back: tuples are lists
+        changed = _differences({**state["run"], **state["config"]}, now)
         if changed:
             raise ValueError(f"cannot resume {folder}: the run it continues was defined differently ("
                              f"{'; '.join(changed)}); only {', '.join(sorted(RESUMABLE_CHANGES))} may change")
@@ -426,6 +525,7 @@ class Trainer:
         if mismatch:
             raise ValueError(f"checkpoint {folder} does not match the model's trainable parameters "
                              f"(e.g. {sorted(mismatch)[:3]}): was it made with the same LoRA rank / model?")
+        self.log.resumed(state["epoch"])  # the metrics checked before the model changes
         with torch.no_grad():
             for name, value in state["trainable"].items():
                 params[name].copy_(value)
@@ -437,8 +537,99 @@ class Trainer:
             self.acc.scaler.load_state_dict(state["scaler"])
         self.epoch, self.global_step = state["epoch"], state["global_step"]
         self.skipped_steps = state.get("skipped_steps", 0)
-        self.log.resumed(self.epoch)
         return self
+
+
+def _policy_record(policy):
+    """What defines the policy, for config.json (a run started from Python records it too), the resume check and
+    `minirl sample` / `minirl export`: its denoiser (class, the folder it was loaded from, its LoRA), its scheduler
+    and the sampler's settings (`sampler`)."""
+    unet, loaded_from = policy.unet, policy.unet.config.get("_name_or_path")
+    if loaded_from and Path(loaded_from).exists():
+        loaded_from = str(Path(loaded_from).resolve())  # a local folder, however its path was written
+    lora = getattr(unet, "peft_config", {}).get("default")
+    if lora is not None:
+        targets = lora.target_modules  # module names (a set) or a regular expression
+        lora = {"rank": lora.r, "alpha": lora.lora_alpha,
+                "target_modules": targets if isinstance(targets, str) else sorted(targets)}
+    return {"denoiser": type(unet).__name__, "loaded_from": loaded_from, "lora": lora,
+            "scheduler": type(policy.scheduler).__name__, "latent_size": policy.latent_shape[-1],
+            "steps": policy.num_steps, "guidance_scale": policy.guidance_scale, "min_sigma": policy.min_sigma,
+            **sampler(policy)}
+
+
+def sampler(policy):
+    """The sampler's own noise setting: DDIM's eta, or the flow SDE's noise level (and MixGRPO's window); DDPM's
+    ancestral step has none (its variance is fixed)."""
+    if policy.flow:
+        return {"noise_level": policy.noise_level, "sde_window": list(policy.sde_window or []) or None}
+    return {"eta": policy.eta} if isinstance(policy.scheduler, DDIMScheduler) else {}
+
+
+def _check_eval_prompts(eval_prompts, names, eval_every):
+    """{task: [prompt, ...]} checked: tasks of this run, lists of non-empty strings, given with eval_every > 0."""
+    if bool(eval_prompts) != (eval_every > 0):
+        raise ValueError(f"evaluation needs both eval_every > 0 and eval_prompts; got eval_every={eval_every} and "
+                         f"eval_prompts for {sorted(eval_prompts) or 'no task'}")
+    for task, prompts in eval_prompts.items():
+        if task not in names:
+            raise ValueError(f"eval_prompts names task {task!r}, which is not one of this run's {names}")
+        if isinstance(prompts, str) or not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
+            raise ValueError(f"eval_prompts[{task!r}] must be a list of non-empty prompts; got {prompts!r}")
+    return {task: list(prompts) for task, prompts in eval_prompts.items()}
+
+
+def _task_record(task):
+    """What defines a task beside its reward, for config.json and the resume check: its prompts (parsed, so an
+    edited prompts file shows; None for a prompt function), group size, advantages and weight."""
+    return {"prompts": None if callable(task.prompts) else list(task.prompts), "group_size": task.group_size,
+            "advantages": task.advantages, "weight": task.weight}
+
+
+def _differences(then, now):
+    """Each difference, in words, between the run a checkpoint continues and this one (RESUMABLE_CHANGES aside)."""
+    changed = []
+    for key in sorted((set(then) | set(now)) - RESUMABLE_CHANGES):
+        a, b = then.get(key), now.get(key)
+        if a == b:
+            continue
+        if key == "tasks" and isinstance(a, dict) and isinstance(b, dict) and a.keys() == b.keys():
+            changed += [_task_difference(name, field, a[name][field], b[name].get(field))
+                        for name in a for field in a[name] if a[name][field] != b[name].get(field)]
+        elif key == "policy" and isinstance(a, dict) and isinstance(b, dict):
+            changed += [f"the policy's {field}: {a.get(field)!r} in the checkpoint, {b.get(field)!r} now"
+                        for field in sorted(a.keys() | b.keys()) if a.get(field) != b.get(field)]
+        else:
+            changed.append(f"{key}: {a!r} in the checkpoint, {b!r} now")
+    return changed
+
+
+def _task_difference(task, field, a, b):
+    if field == "prompts" and isinstance(a, list) and isinstance(b, list):  # long lists: the first difference
+        i = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        at = lambda prompts: repr(prompts[i]) if i < len(prompts) else "none"  # noqa: E731
+        return (f"the prompts of task {task!r}: {len(a)} in the checkpoint, {len(b)} now, the first difference at "
+                f"#{i}: {at(a)} in the checkpoint, {at(b)} now")
+    return f"the {field} of task {task!r}: {a!r} in the checkpoint, {b!r} now"
+
+
+STATE_FIELDS = {"trainable": dict, "optimizer": dict, "rng": dict, "trackers": dict, "config": dict, "run": dict,
+                "epoch": int, "global_step": int}  # what resume reads from a checkpoint
+
+
+def _check_state(state):
+    """Raise DamagedCheckpoint naming the first field of a trainer's checkpoint that is missing or of the wrong type
+    (state.json edited by hand, or written by something else)."""
+    if not isinstance(state, dict):
+        raise checkpoint.DamagedCheckpoint(f"state.json holds a {type(state).__name__}, not a trainer's state")
+    for key, kind in STATE_FIELDS.items():
+        value = state.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            found = "missing" if key not in state else f"a {type(value).__name__}"
+            raise checkpoint.DamagedCheckpoint(f"state.json: {key!r} is {found}, expected "
+                                               f"{'an int' if kind is int else 'a dict'}")
+    if not all(isinstance(v, torch.Tensor) for v in [*state["trainable"].values(), state["rng"].get("torch")]):
+        raise checkpoint.DamagedCheckpoint("state.json: a trainable weight or the RNG state is not a tensor")
 
 
 def _check_finite(x, what, epoch, task, timesteps=None):

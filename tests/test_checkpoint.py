@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import sys
 
@@ -77,16 +78,17 @@ def _check_loads(root, allowed):
     return value
 
 
-FILE_SYSTEM_STEPS = {"save_state", "prune", "_point", "_scratch", "_remove_scratch"}  # checkpoint's functions
+FILE_SYSTEM_STEPS = {(checkpoint.__file__, name)  # checkpoint's functions that touch the disk
+                     for name in ("save_state", "prune", "_point", "_scratch", "_remove_scratch")}
 
 
-def _states_a_kill_would_leave(root, action, copies):
-    """Run `action`, copying root before each line it runs in checkpoint's functions that touch the disk: a kill
+def states_a_kill_would_leave(root, action, copies, steps=FILE_SYSTEM_STEPS):
+    """Run `action`, copying root before each line it runs in the functions `steps` names as (file, name): a kill
     (SIGKILL: no cleanup runs) at that moment would leave exactly that copy. Returns the copies."""
     states, outer = [], sys.gettrace()
 
     def trace(frame, event, arg):
-        if frame.f_code.co_filename != checkpoint.__file__ or frame.f_code.co_name not in FILE_SYSTEM_STEPS:
+        if (frame.f_code.co_filename, frame.f_code.co_name) not in steps:
             return None
         if event == "line":
             states.append(shutil.copytree(root, copies / str(len(states))))
@@ -117,7 +119,7 @@ def test_a_kill_at_any_line_of_a_save_leaves_a_loadable_latest(tmp_path, scenari
         checkpoint.save_state(_state(new), root, "epoch_0002")
         checkpoint.prune(root, 1)
 
-    states = _states_a_kill_would_leave(root, save, tmp_path / "killed")
+    states = states_a_kill_would_leave(root, save, tmp_path / "killed")
     assert len(states) > 10  # the trace saw the save's lines
     loaded = []
     for state in states + [root]:
@@ -157,3 +159,91 @@ def test_checkpoint_names_that_would_clash_are_refused(tmp_path, name):
     with pytest.raises(ValueError, match=rf"name must be a folder name, not 'latest' and not starting with '.'.*"
                                          rf"got {name!r}"):
         checkpoint.save_state({"a": 1}, tmp_path, name)
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[:40])
+
+
+def _with_tree(folder, tree):
+    """Replace the tree in a checkpoint's state.json, keeping its id."""
+    document = json.loads((folder / "state.json").read_text())
+    (folder / "state.json").write_text(json.dumps({**document, "state": tree}))
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (lambda c: _truncate(c / "state.safetensors"), r"state.safetensors cannot be read"),
+    (lambda c: (c / "state.safetensors").unlink(), r"state.safetensors cannot be read"),
+    (lambda c: _truncate(c / "state.json"), r"state.json is not valid JSON"),
+    (lambda c: (c / "state.json").write_text('{"id": 1, "state": {"a": 1}}'), r"state.json and state.safetensors are "
+                                                                              r"from different saves"),
+    (lambda c: _with_tree(c, {"__tensor__": "t.99"}), r"state.json does not describe state.safetensors' tensors"),
+])
+def test_a_damaged_checkpoint_is_named(tmp_path, damage, reason):
+    folder = checkpoint.save_state(_state(1), tmp_path, "epoch_0001")
+    damage(folder)
+    with pytest.raises(checkpoint.DamagedCheckpoint, match=rf"checkpoint '.*epoch_0001' is damaged: {reason}"):
+        checkpoint.load_state(folder)
+
+
+def test_state_json_and_state_safetensors_of_different_saves_are_refused(tmp_path):
+    """The two files of a checkpoint are tied by an id: a state.json beside another save's tensors (a copy gone
+    wrong, a half-restored backup) loads tensors that do not belong to it, unless the id is checked."""
+    a = checkpoint.save_state(_state(1), tmp_path, "a")
+    b = checkpoint.save_state(_state(2), tmp_path, "b")
+    shutil.copy(b / "state.safetensors", a / "state.safetensors")
+    with pytest.raises(checkpoint.DamagedCheckpoint, match=r"'.*a' is damaged: state.json and state.safetensors "
+                                                           r"are from different saves"):
+        checkpoint.load_state(a)
+
+
+@pytest.mark.parametrize("pointer", ["missing", "dangling", "damaged"])
+def test_the_newest_complete_checkpoint_is_found_whatever_latest_says(tmp_path, pointer):
+    for value in (1, 2, 3):
+        checkpoint.save_state(_state(value), tmp_path, f"epoch_{value:04d}")
+    if pointer == "missing":
+        (tmp_path / "latest").unlink()
+        expected, note = 3, r"no 'latest' file"
+    elif pointer == "dangling":
+        (tmp_path / "latest").write_text("epoch_0009")
+        expected, note = 3, r"'latest' names 'epoch_0009', which is not there"
+    else:
+        _truncate(tmp_path / "epoch_0003" / "state.safetensors")
+        _truncate(tmp_path / "epoch_0002" / "state.json")
+        expected, note = 1, r"checkpoint '.*epoch_0003' is damaged: .*; checkpoint '.*epoch_0002' is damaged"
+    folder, state, notes = checkpoint.load_newest(tmp_path)
+    assert folder == tmp_path / f"epoch_{expected:04d}" and _complete(folder) == expected == state["value"]
+    assert re.search(note, "; ".join(notes)), notes
+
+
+def test_a_check_that_refuses_a_state_passes_over_it(tmp_path):
+    """The trainer's check of a state's fields (a wrong type in state.json) counts as damage: the next older
+    checkpoint is tried; with none left the error lists every checkpoint's damage."""
+    checkpoint.save_state(_state(1), tmp_path, "epoch_0001")
+    checkpoint.save_state({**_state(2), "value": "2"}, tmp_path, "epoch_0002")
+
+    def check(state):
+        if not isinstance(state["value"], int):
+            raise checkpoint.DamagedCheckpoint(f"state.json: 'value' is a {type(state['value']).__name__}")
+
+    folder, state, notes = checkpoint.load_newest(tmp_path, check)
+    assert folder.name == "epoch_0001" and notes == [f"checkpoint '{tmp_path / 'epoch_0002'}' is damaged: "
+                                                     f"state.json: 'value' is a str"]
+    _truncate(tmp_path / "epoch_0001" / "state.json")
+    with pytest.raises(checkpoint.DamagedCheckpoint, match=r"no complete checkpoint under .*: checkpoint "
+                                                           r"'.*epoch_0002' is damaged: .*; checkpoint '.*epoch_0001'"):
+        checkpoint.load_newest(tmp_path, check)
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint under '.*nothing'"):
+        checkpoint.load_newest(tmp_path / "nothing")
+
+
+def test_a_save_that_fails_on_a_full_disk_names_the_checkpoint(tmp_path, monkeypatch):
+    import errno
+
+    def full(tensors, path, metadata=None):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "save_file", full)
+    with pytest.raises(OSError, match=r"cannot write checkpoint '.*epoch_0001'.*No space left on device"):
+        checkpoint.save_state(_state(1), tmp_path, "epoch_0001")
+    assert not any(tmp_path.iterdir())  # the scratch folder is gone

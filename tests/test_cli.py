@@ -79,3 +79,40 @@ def test_demo_command_runs_the_demo_config(monkeypatch):
     main(["demo", "--seed", "3"])
     main(["demo", "--tasks", "composition,parity"])
     assert seen == [replace(demo.DemoConfig(), seed=3), replace(demo.DemoConfig(), tasks=("composition", "parity"))]
+
+
+def test_every_train_flag_says_what_it_does():
+    import argparse
+    from minirl.cli import train_parser
+    train = train_parser(argparse.ArgumentParser().add_subparsers())
+    assert [a.option_strings for a in train._actions if not a.help] == []
+
+
+def test_keep_checkpoints_keeps_the_newest(tiny_sd, tmp_path):
+    main(["train", "--pipeline", str(tiny_sd), *ARGS, "--keep-checkpoints", "1", "--out", str(tmp_path)])
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir() if p.is_dir() and p.name[0] != "."] == ["epoch_0002"]
+
+
+@pytest.fixture
+def fresh_accelerator_state():
+    """Accelerate keeps one mixed precision a process: a test that changes it starts and ends with none set."""
+    from accelerate.state import AcceleratorState
+    AcceleratorState._reset_state(True)
+    yield
+    AcceleratorState._reset_state(True)
+
+
+def test_mixed_precision_follows_accelerates_config_unless_given(tiny_sd, tmp_path, monkeypatch, capsys,
+                                                                  fresh_accelerator_state):
+    """`accelerate launch --config_file assets/accelerate/1gpu.yaml` sets ACCELERATE_MIXED_PRECISION from the file's
+    mixed_precision (bf16): a run without --mixed-precision trains in it, and says so."""
+    from argparse import Namespace
+    from minirl.cli import mixed_precision
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    main(["train", "--pipeline", str(tiny_sd), *ARGS, "--epochs", "1", "--out", str(tmp_path)])
+    printed = capsys.readouterr().out
+    assert "mixed precision bf16, trained weights in float32, frozen UNet weights in bfloat16" in printed
+    assert json.loads((tmp_path / "config.json").read_text())["run"]["mixed_precision"] == "bf16"
+    assert mixed_precision(Namespace(mixed_precision="no")) == "no"     # a flag given wins
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION")
+    assert mixed_precision(Namespace(mixed_precision=None)) == "no"     # neither: fp32

@@ -79,3 +79,21 @@ def test_stubs_are_not_attempted(capsys):
     assert not check_gaussian_log_prob(stub)
     assert not check_ddim_sigmas(stub)
     assert capsys.readouterr().out.count("not attempted") == 2
+
+
+def test_a_failure_shows_the_first_differing_entries(capsys):
+    """With alphas_cumprod[0] for the alpha-bar after the last step only the last of 10 sigmas differs: the
+    message names that entry and both values, not the first entries, where the answers agree."""
+    def first_alpha(scheduler, eta):
+        return sigmas_by_hand(scheduler, eta, final_alpha=scheduler.alphas_cumprod[0])
+    scheduler, eta = _last_case()
+    got, want = first_alpha(scheduler, eta), step_sigmas(scheduler, eta)
+    assert not check_ddim_sigmas(first_alpha)
+    out = capsys.readouterr().out
+    assert "1 of 10 values differ" in out, out
+    assert f"[9] got {got[9].item():.6g}, expected {want[9].item():.6g}" in out, out
+
+
+def _last_case():
+    from minirl.exercises.mdp import _schedulers
+    return _schedulers()[-1]

@@ -1,9 +1,9 @@
-"""The checkers of notebook 08 pass minirl's own answers and fail plausible wrong ones."""
-
-import math
+"""The checkers of notebook 08 pass minirl's own answers and the teachers' solutions, fail plausible wrong ones
+naming what the failing case tests, and report a stub."""
 
 import torch
 
+from minirl.exercises.solutions import stable_diffusion as solution
 from minirl.exercises.stable_diffusion import (
     check_lora_parameters,
     check_unet_passes_per_epoch,
@@ -18,29 +18,36 @@ def projections(unet):
             if isinstance(m, torch.nn.Linear) and any(name.endswith(t) for t in LORA_TARGETS)]
 
 
-def test_lora_checker():
+def test_lora_checker(capsys):
     assert check_lora_parameters(lora_parameters)
-    assert check_lora_parameters(lambda unet, r: sum(r * (m.in_features + m.out_features) for m in projections(unet)))
+    assert check_lora_parameters(solution.lora_parameters)
+    capsys.readouterr()
     # square projections: forgets that cross-attention's to_k, to_v read the text embedding
     assert not check_lora_parameters(lambda unet, r: sum(2 * r * m.out_features for m in projections(unet)))
+    assert "case 0 (the tiny UNet (blocks of width 32 and 64, text of width 32)" in capsys.readouterr().out
 
 
-def test_unet_passes_checker():
-    def by_hand(config, num_steps, num_trainable, guidance_scale):
-        cfg = 2 if guidance_scale > 1 else 1
-        n_train = max(1, int(num_trainable * config.timestep_fraction))
-        micro = config.train_micro_batch or config.train_batch_size
-        per_step = math.ceil(config.train_batch_size * n_train / micro)
-        steps = config.inner_epochs * config.samples_per_epoch // config.train_batch_size
-        return (num_steps * config.samples_per_epoch // config.sample_batch_size, cfg * config.sample_batch_size,
-                steps * per_step, cfg * micro)
-
+def test_unet_passes_checker(capsys):
     assert check_unet_passes_per_epoch(unet_passes_per_epoch)
-    assert check_unet_passes_per_epoch(by_hand)
+    assert check_unet_passes_per_epoch(solution.unet_passes_per_epoch)
+    capsys.readouterr()
+
     def forgets_cfg(*case):
-        return (*by_hand(*case)[:3], by_hand(*case)[3] // 2)
+        return (*solution.unet_passes_per_epoch(*case)[:3], solution.unet_passes_per_epoch(*case)[3] // 2)
+
+    def forgets_micro_batch(config, *rest):
+        passes = solution.unet_passes_per_epoch(config, *rest)
+        return passes if not config.train_micro_batch else (*passes[:3], 2 * config.train_batch_size)
+
+    def ignores_guidance_off(config, num_steps, num_trainable, guidance_scale):
+        return solution.unet_passes_per_epoch(config, num_steps, num_trainable, 5.0)
 
     assert not check_unet_passes_per_epoch(forgets_cfg)
+    assert "case 0 (" in capsys.readouterr().out
+    assert not check_unet_passes_per_epoch(forgets_micro_batch)
+    assert "train_micro_batch" in capsys.readouterr().out
+    assert not check_unet_passes_per_epoch(ignores_guidance_off)
+    assert "guidance 1" in capsys.readouterr().out
 
 
 def test_stubs_are_not_attempted(capsys):

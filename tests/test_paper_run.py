@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
+from diffusers import UNet2DConditionModel
 from PIL import Image
 
 from minirl.cli import main
@@ -30,7 +31,7 @@ def paper_args(tiny_sd, tiny_rewards, out, *extra):
     return ["train", "--preset", "paper", "--pipeline", str(tiny_sd), "--mixed-precision", "no",
             "--reward", ",".join(f"{n}={tiny_rewards[n]}" for n in ("imagereward", "parity", "composition")),
             "--epochs", "1", "--samples-per-epoch", "8", "--sample-batch-size", "8", "--train-batch-size", "4",
-            "--train-micro-batch", "0", "--steps", "4", "--group-size", "parity=8", "--out", str(out), *extra]
+            "--train-micro-batch", "0", "--steps", "4", "--group-size", "parity=4", "--out", str(out), *extra]
 
 
 def test_the_paper_run_trains_three_tasks_and_l_pre(tiny_sd, tiny_rewards, pretrain_folder, tmp_path, capsys):
@@ -39,10 +40,12 @@ def test_the_paper_run_trains_three_tasks_and_l_pre(tiny_sd, tiny_rewards, pretr
     printed = capsys.readouterr().out
     assert "tasks ['imagereward', 'parity', 'composition']" in printed
     assert "estimated epoch time on cpu" in printed and "GiB of weights" in printed
+    unet = sum(p.numel() for p in UNet2DConditionModel.from_pretrained(tiny_sd, subfolder="unet").parameters())
+    assert f"({unet:,} trainable parameters)" in printed                # the full UNet, not "0.0M"
     (m,) = read_metrics(out)
     for task in ("imagereward", "parity", "composition"):
         assert f"{task}/reward_mean" in m and f"{task}/approx_kl" in m
-    assert 0 <= m["parity/statistical_parity"] <= 0.75                  # one group of 8 over 4 skin-tone classes
+    assert 0 <= m["parity/statistical_parity"] <= 0.75                  # groups of 4 over 4 skin-tone classes
     shares = [v for k, v in m.items() if k.startswith("parity/share/")]
     assert len(shares) == 4 and sum(shares) == pytest.approx(1.0)
     assert 0 <= m["composition/success"] <= 1

@@ -1,14 +1,22 @@
-"""Issue 16's traps, each with a test that fails on the bug: the L_pre target and the KL term against hand
+"""Traps, each with a test that fails on the bug. Issue 16's: the L_pre target and the KL term against hand
 values, caption dropout in L_pre, a policy that owns its scheduler, fp16's loss scaler, and the on-policy ratio
-with LoRA away from its zero start."""
+with LoRA away from its zero start. Issue 25's, the run folder's: a resume that falls back from a damaged
+checkpoint, a metrics rewrite that a kill cannot tear, a lock held for the life of a run, a full disk named."""
 
+import json
 import math
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+from accelerate import Accelerator
 from diffusers.utils.torch_utils import randn_tensor
 
 from helpers import PROMPTS, tiny_policy, tiny_trainer
+from minirl import runlog
 from minirl.runlog import read_metrics
 from minirl.sd import sd_scheduler
 from minirl.tasks import Task
@@ -121,3 +129,50 @@ def test_the_first_update_is_on_policy_with_lora_away_from_zero(tiny_sd, tmp_pat
     assert (on - off).abs().max() > 1e-3
     trainer.train()
     assert read_metrics(tmp_path)[0]["max_abs_log_ratio_first_update"] < 1e-5
+
+
+
+def test_a_resume_falls_back_from_a_damaged_checkpoint_saying_so(tiny_sd, tmp_path, capsys):
+    tiny_trainer(tiny_sd, tmp_path, epochs=2).train()
+    (tmp_path / "checkpoints" / "epoch_0002" / "state.safetensors").write_bytes(b"torn")
+    resumed = tiny_trainer(tiny_sd, tmp_path, epochs=2).resume()
+    assert resumed.epoch == 1 and [m["epoch"] for m in read_metrics(tmp_path)] == [1]
+    assert re.search(r"checkpoint '.*epoch_0002' is damaged: state.safetensors cannot be read .*; resuming from "
+                     r"epoch_0001, the newest complete checkpoint", capsys.readouterr().out)
+
+
+def test_a_kill_while_resuming_leaves_the_metrics_whole(tmp_path):
+    """The resume keeps the metrics of the checkpoint's epochs and drops the rest, through a temporary file: a
+    kill at any line leaves the old file or the new one, never a truncated one."""
+    from test_checkpoint import states_a_kill_would_leave
+    lines = "".join(json.dumps({"epoch": e, "reward_mean": 0.1 * e}) + "\n" for e in (1, 2, 3))
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.jsonl").write_text(lines)
+    log = runlog.RunLog(tmp_path / "run", Accelerator(cpu=True), {})
+    steps = {(runlog.__file__, "resumed"), (runlog.__file__, "_write"),  # and pathlib's, which truncates first
+             (Path.write_text.__code__.co_filename, "write_text")}
+    states = states_a_kill_would_leave(tmp_path / "run", lambda: log.resumed(2), tmp_path / "killed", steps)
+    assert len(states) > 3
+    kept = "".join(lines.splitlines(keepends=True)[:2])
+    for state in states + [tmp_path / "run"]:
+        assert (state / "metrics.jsonl").read_text() in (lines, kept), state
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == kept
+
+
+def test_the_lock_is_held_for_the_life_of_a_run(tiny_sd, tmp_path):
+    """A run holds its folder while it trains: another process cannot take the lock then; it can after."""
+    probe = [sys.executable, "-c", "import fcntl, sys; fcntl.flock(open(sys.argv[1], 'a+'), fcntl.LOCK_EX | "
+                                   "fcntl.LOCK_NB)", str(tmp_path / ".lock")]
+    seen = []
+    tiny_trainer(tiny_sd, tmp_path).train(on_epoch_end=lambda trainer, metrics: seen.append(
+        subprocess.run(probe, capture_output=True, text=True)))
+    assert seen[0].returncode != 0 and "BlockingIOError" in seen[0].stderr
+    assert subprocess.run(probe).returncode == 0
+
+
+def test_a_full_disk_while_logging_names_the_file(tmp_path):
+    if not Path("/dev/full").exists():
+        pytest.skip("needs /dev/full")
+    (tmp_path / "metrics.jsonl").symlink_to("/dev/full")
+    with pytest.raises(OSError, match=r"No space left on device: '.*metrics.jsonl'"):
+        runlog.RunLog(tmp_path, Accelerator(cpu=True), {}).metrics({"epoch": 1})

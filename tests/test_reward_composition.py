@@ -74,8 +74,11 @@ def test_queries_and_plurals():
         "a photo of a cat", "a photo of an apple", "a photo of a teddy bear"]
     plurals = {"cups": "cup", "benches": "bench", "dishes": "dish", "boxes": "box", "glasses": "glass",
                "puppies": "puppy", "ties": "tie", "cookies": "cookie", "horses": "horse", "shoes": "shoe",
-               "knives": "knife", "mice": "mouse", "hot dogs": "hot dog", "skis": "skis"}
+               "knives": "knife", "mice": "mouse", "hot dogs": "hot dog", "skis": "skis",
+               "skises": "skis", "scissorses": "scissors", "scissors": "scissors"}  # GenEval's plurals, and English's
     assert {p: C.singular(p) for p in plurals} == plurals
+    assert parse("a photo of four skises") == Composition((Named("skis", 4, True),))
+    assert parse("two scissors next to a cat").objects[0] == Named("scissors", 2, True)
 
 
 def test_check_prompts_names_every_bad_prompt_at_once():
@@ -199,6 +202,19 @@ def test_gradient_reaches_the_images_and_batches_are_independent(reward):
     assert torch.isfinite(images.grad).all() and images.grad.abs().sum() > 0
     alone, _ = reward(images[1:2].detach(), prompts[1:2], [{}])
     assert alone.item() == pytest.approx(rewards[1].item(), abs=1e-5)
+
+
+def test_transformers_4_text_features_score_the_same(reward, monkeypatch):
+    """pyproject allows transformers >= 4.50, whose get_text_features returns the projected embeddings as a plain
+    tensor (5 returns them as pooler_output): both score the same."""
+    images, prompts = smooth_uint8(2, 48, 64, seed=2).float() / 255, ["a cat left of a dog", "two cups"]
+    with torch.no_grad():
+        expected, _ = reward(images, prompts, [{}, {}])
+        owlv2 = type(reward.detector.owlv2)
+        as_in_4 = owlv2.get_text_features
+        monkeypatch.setattr(owlv2, "get_text_features", lambda *a, **k: as_in_4(*a, **k).pooler_output)
+        got, _ = reward(images, prompts, [{}, {}])
+    assert torch.equal(got, expected)
 
 
 def test_errors_name_the_bad_value(twin, reward, tmp_path):

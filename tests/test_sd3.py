@@ -119,6 +119,24 @@ def test_minirl_train_on_sd3_resumes_exactly(tiny_sd3, tmp_path):
     assert config["scheduler"] == "flow" and config["noise_level"] == 0.7
 
 
+def test_a_resolution_of_its_own_samples_as_the_pipeline_does_at_that_size(tiny_sd3, tmp_path):
+    """SD 3.5 medium's config says 1024 px and Flow-GRPO trains it at 512: --resolution sets the latent's size, as
+    the pipeline's height and width do, and the run records it for `minirl sample` and `minirl export`."""
+    pipe = sd.load_pipeline(tiny_sd3)
+    policy = sd.policy_from_pipeline(pipe, resolution=8, num_steps=2, guidance_scale=4.5)
+    assert policy.latent_shape == (4, 8, 8)
+    x_T, prompts = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)), ["a cat"]
+    x, embeds = x_T, policy.encode_prompts(prompts)
+    with torch.no_grad():
+        for t in policy.scheduler.timesteps:
+            x = policy.scheduler.step(policy.predict_noise(x, t, embeds), t, x).prev_sample
+        ref = pipe(prompts, latents=x_T, height=8, width=8, num_inference_steps=2, guidance_scale=4.5,
+                   output_type="latent", max_sequence_length=128).images
+    torch.testing.assert_close(x, ref, rtol=0, atol=1e-5)
+    main(["train", "--pipeline", str(tiny_sd3), *TRAIN, "--epochs", "1", "--resolution", "8", "--out", str(tmp_path)])
+    assert json.loads((tmp_path / "config.json").read_text())["run"]["policy"]["latent_size"] == 8
+
+
 @pytest.mark.parametrize("extra, match", [
     (["--noise-level", "0"], r"--noise-level must be a finite number > 0; got 0.0"),
     (["--noise-level", "nan"], r"--noise-level must be a finite number > 0; got nan"),

@@ -175,6 +175,17 @@ def test_committed_base_model_loads_and_matches_its_card():
     assert correct >= 11  # 12 prompts, one sample each: the card says 100% over 96 samples
 
 
+def test_loading_the_tiny_world_draws_no_progress_bar(capfd):
+    """A notebook loads the model in many cells; transformers' bar over its 36 tensors would print a line each
+    time. The bar is off while it loads and as it was afterwards."""
+    from pathlib import Path
+    from transformers.utils import logging as transformers_logging
+    before = transformers_logging.is_progress_bar_enabled()
+    diffusion.load_policy(Path(__file__).parents[1] / "assets" / "tinyworld" / "model")
+    assert "Loading weights" not in capfd.readouterr().err
+    assert transformers_logging.is_progress_bar_enabled() == before
+
+
 @pytest.mark.parametrize("objective", ["diffusion", "flow"])
 def test_order_use_probe_runs_on_both_objectives(objective):
     from minirl.tinyworld.diagnose import order_use

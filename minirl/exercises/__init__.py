@@ -53,8 +53,12 @@ def _difference(got, want, atol, rtol):
         return f"shape {tuple(got_t.shape)}, expected {tuple(want_t.shape)}"
     if not torch.isfinite(got_t).all():
         return "not finite (NaN or inf)"
-    if not torch.allclose(got_t, want_t, atol=atol, rtol=rtol):
-        err = (got_t - want_t).abs().max().item()
-        return f"values differ by up to {err:.3g} (first values: got {got_t.flatten()[:3].tolist()}, " \
-               f"expected {want_t.flatten()[:3].tolist()})"
-    return None
+    wrong = ~torch.isclose(got_t, want_t, atol=atol, rtol=rtol)
+    if not wrong.any():
+        return None
+    err = (got_t - want_t).abs().max().item()
+    if got_t.ndim == 0:
+        return f"got {got_t.item():.6g}, expected {want_t.item():.6g} (differ by {err:.3g})"
+    first = ", ".join(f"[{', '.join(map(str, index.tolist()))}] got {got_t[tuple(index)].item():.6g}, "
+                      f"expected {want_t[tuple(index)].item():.6g}" for index in wrong.nonzero()[:3])
+    return f"{int(wrong.sum())} of {wrong.numel()} values differ, by up to {err:.3g}; the first: {first}"

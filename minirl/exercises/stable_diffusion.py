@@ -49,7 +49,10 @@ def check_lora_parameters(student_fn):
         sd15 = UNet2DConditionModel(**SD15_UNET)
     cases = [(tiny_unet(empty=True), 1), (tiny_unet(empty=True), 4),
              (tiny_unet(cross_attention_dim=48, layers_per_block=2, empty=True), 8), (sd15, 4)]
-    return check("lora_parameters", student_fn, lora_parameters, cases, atol=0, rtol=0)
+    return check("lora_parameters", student_fn, lora_parameters, cases, atol=0, rtol=0, descriptions=[
+        "the tiny UNet (blocks of width 32 and 64, text of width 32), rank 1", "the tiny UNet, rank 4",
+        "a text encoder of width 48, which cross-attention's to_k and to_v read, and 2 layers a block; rank 8",
+        "Stable Diffusion 1.5's UNet, rank 4"])
 
 
 def unet_passes_per_epoch(config, num_steps, num_trainable, guidance_scale):
@@ -92,7 +95,12 @@ def check_unet_passes_per_epoch(student_fn):
         (TrainConfig(samples_per_epoch=16, sample_batch_size=16, train_batch_size=4, train_micro_batch=6,
                      timestep_fraction=0.5, out=out), 20, 18, 3.0),
     ]
-    return check("unet_passes_per_epoch", student_fn, unet_passes_per_epoch, cases, atol=0, rtol=0)
+    return check("unet_passes_per_epoch", student_fn, unet_passes_per_epoch, cases, atol=0, rtol=0, descriptions=[
+        "the notebook's CPU run: 20 steps, guidance 5, all 18 trainable steps trained",
+        "DDPO on one GPU: 50 steps, timestep_fraction 0.1 (4 of 48 steps), train_micro_batch 4",
+        "guidance 1 (off: the UNet batch does not double), 2 inner epochs, timestep_fraction 0.25",
+        "timestep_fraction 0.01: still at least one step a chain",
+        "train_micro_batch 6, larger than the train batch of 4: a UNet call holds several samples' transitions"])
 
 
 _UNET = []

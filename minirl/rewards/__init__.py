@@ -6,7 +6,9 @@ tensor of shape (B,), info a dict of extra per-batch numbers to log. A reward wi
 scores a property of a whole minibatch (diversity, fairness: paper 3.2) and is called once per group of
 samples of one prompt; every sample of the group gets that group's reward (or, with a leave-one-out
 baseline, that reward minus the group's reward without it).
-Every call is checked by `validate`, so a wrong shape, a NaN or a non-tensor is named at once.
+What a reward takes is checked by `check_images` (every reward here calls it: a non-tensor, a NaN pixel or
+images in [-1, 1] are named at once), and what it returns by `validate` (the trainer calls it on every call: a
+wrong shape, a NaN, an info that is not a dict of names to finite numbers).
 
     reward = load("imagereward")                      # the hub's THUDM/ImageReward (needs internet)
     reward = load("pickscore", "models/pickscore")    # a local folder with the hub repository's files
@@ -18,16 +20,22 @@ in its hub repository's file layout, for tests and CPU runs.
 """
 
 import importlib
+import math
+import numbers
 from pathlib import Path
 
 import torch
 
+from minirl.rewards.images import check_images
 from minirl.rewards.parity import ParityReward, statistical_parity
 from minirl.rewards.pixels import blueness, jpeg_compressibility, jpeg_incompressibility, jpeg_size_kb
 
+INFO = "info must be a dict of names (str) to finite numbers (floats, ints or one-element tensors)"
+
+
 def validate(name, out, batch_size):
     """Check a reward's return value; return (rewards (B,) fp32, info)."""
-    if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], dict)):
+    if not (isinstance(out, tuple) and len(out) == 2):
         raise TypeError(f"reward {name!r} must return (rewards, info) with rewards a tensor of shape "
                         f"({batch_size},) and info a dict; got {type(out).__name__}")
     rewards, info = out
@@ -43,7 +51,23 @@ def validate(name, out, batch_size):
     if bad.any():
         raise ValueError(f"reward {name!r} returned non-finite values {rewards[bad].tolist()} at batch "
                          f"positions {bad.nonzero().flatten().tolist()}")
+    validate_info(name, info)
     return rewards.detach().float(), info
+
+
+def validate_info(name, info):
+    """Check a reward's info: the trainer averages each value over batches and logs it."""
+    if not isinstance(info, dict):
+        raise TypeError(f"reward {name!r} returned info of type {type(info).__name__}; {INFO}")
+    for key, value in info.items():
+        if not isinstance(key, str):
+            raise TypeError(f"reward {name!r} returned info key {key!r}, which is not a str; {INFO}")
+        if isinstance(value, torch.Tensor) and value.numel() != 1:
+            raise TypeError(f"reward {name!r} returned info[{key!r}], a tensor of shape {tuple(value.shape)}; {INFO}")
+        if not isinstance(value, (numbers.Real, torch.Tensor)):
+            raise TypeError(f"reward {name!r} returned info[{key!r}] = {value!r}; {INFO}")
+        if not math.isfinite(float(value)):
+            raise ValueError(f"reward {name!r} returned info[{key!r}] = {float(value)}; {INFO}")
 
 
 FUNCTIONS = {"jpeg_compressibility": jpeg_compressibility, "jpeg_incompressibility": jpeg_incompressibility}

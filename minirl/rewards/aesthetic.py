@@ -25,6 +25,10 @@ HUB_ID = "openai/clip-vit-large-patch14"
 HEAD = "sac+logos+ava1-l14-linearMSE.pth"
 HEAD_REPO = "camenduru/improved-aesthetic-predictor"
 FILES = [*clip.FILES, HEAD]
+ARCHITECTURES = ["ViT-L/14"]  # the head reads its 768-d image embeddings
+# the random head's last layer gain: the tiny twin's unit image embeddings lie within about 0.1 of their mean
+# (clip.random_clip leans them one way); times 50, its scores spread by about 0.6 (std) across smooth images
+HEAD_GAIN = 50.0
 
 
 class AestheticHead(nn.Module):
@@ -42,6 +46,8 @@ class AestheticHead(nn.Module):
 class Aesthetic(clip.CLIPEmbedder):
     """aesthetic(image) = MLP(CLIP image embedding / its norm)."""
 
+    crop_offset = round  # the predictor's embeddings came from OpenAI CLIP's preprocessing (torchvision's crop)
+
     def __init__(self, clip_model, tokenizer, head, mean=OPENAI_CLIP_MEAN, std=OPENAI_CLIP_STD):
         super().__init__(clip_model, tokenizer, mean, std)
         self.head = head
@@ -58,22 +64,41 @@ def load(path_or_id, *, device, dtype, **options):
     HEAD_REPO's head (another hub id must hold both)."""
     clip.check_no_options(options, "aesthetic")
     if path_or_id == HUB_ID:  # the real files live in two repositories
-        folder, head_file = fetch(HUB_ID, clip.FILES, "aesthetic"), fetch(HEAD_REPO, [HEAD], "aesthetic") / HEAD
+        folder = fetch(HUB_ID, clip.FILES, "aesthetic", model_type="clip")
+        head_file = fetch(HEAD_REPO, [HEAD], "aesthetic") / HEAD
     else:
-        folder = fetch(path_or_id, FILES, "aesthetic")
+        folder = fetch(path_or_id, FILES, "aesthetic", model_type="clip")
         head_file = folder / HEAD
-    clip_model, tokenizer, mean, std = clip.load_clip(folder)
+    clip_model, tokenizer, mean, std = clip.load_clip(folder, "aesthetic", ARCHITECTURES)
     head = AestheticHead(clip_model.config.projection_dim)
-    head.load_state_dict(load_weights(head_file))
+    head.load_state_dict(load_weights(head_file, "aesthetic"))
     return Aesthetic(clip_model, tokenizer, head, mean, std).freeze(device, dtype)
+
+
+def random_head(dim, seed=0):
+    """The MLP with random weights that tell images apart: each layer variance-preserving (weights of std
+    1/sqrt(fan_in), no bias), the last scaled by HEAD_GAIN. (With PyTorch's default init, every image scored
+    within 1e-3 of the others: an agreement test could not fail on it.)"""
+    head = AestheticHead(dim)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in head.layers:
+            if isinstance(layer, nn.Linear):
+                layer.weight.normal_(0, layer.in_features ** -0.5, generator=g)
+                layer.bias.zero_()
+        head.layers[-1].weight.mul_(HEAD_GAIN)
+    return head
 
 
 def random_model(real_size=False, seed=0):
     """The predictor with random weights: the real CLIP ViT-L/14 (about 430M parameters) and MLP(768), or the
     tiny twin (a tiny CLIP and the MLP on its 32-d embedding)."""
-    clip_model = clip.random_clip("ViT-L/14" if real_size else "tiny", seed)
-    head = AestheticHead(clip_model.config.projection_dim)
-    return Aesthetic(clip_model, clip.offline_tokenizer(), head).freeze(torch.device("cpu"), torch.float32)
+    clip_model = clip.random_clip("ViT-L/14", seed, tiny=not real_size)
+    model = Aesthetic(clip_model, clip.offline_tokenizer(), random_head(clip_model.config.projection_dim, seed))
+    model.freeze(torch.device("cpu"), torch.float32)
+    with torch.no_grad():  # a mid-grey image scores 5.5, the middle of the AVA scale
+        model.head.layers[-1].bias += 5.5 - model(torch.full((1, 3, 224, 224), 0.5), [""], None)[0]
+    return model
 
 
 def make_tiny(folder, seed=0):

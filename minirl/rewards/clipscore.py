@@ -28,6 +28,8 @@ W = 2.5                      # Hessel et al.'s rescaling weight
 class CLIPScore(clip.CLIPEmbedder):
     """CLIP-S = W * max(cos(image embedding, embedding of PREFIX + prompt), 0)."""
 
+    crop_offset = round  # Hessel et al.'s preprocessing is OpenAI CLIP's: torchvision's CenterCrop
+
     def forward(self, images, prompts, metadata):
         check_images(images, "clipscore")
         clip.check_prompts(prompts, len(images), "clipscore")
@@ -40,12 +42,13 @@ def load(path_or_id, *, device, dtype, **options):
     """CLIPScore's CLIP from a folder with a CLIP hub repository's config.json and weights, or the hub
     repository (HUB_ID, or another CLIP such as openai/clip-vit-large-patch14)."""
     clip.check_no_options(options, "clipscore")
-    return CLIPScore(*clip.load_clip(fetch(path_or_id, FILES, "clipscore"))).freeze(device, dtype)
+    folder = fetch(path_or_id, FILES, "clipscore", model_type="clip")
+    return CLIPScore(*clip.load_clip(folder, "clipscore")).freeze(device, dtype)
 
 
 def random_model(real_size=False, seed=0):
     """CLIPScore with random weights: the real CLIP ViT-B/32 (about 150M parameters) or the tiny twin."""
-    model = CLIPScore(clip.random_clip("ViT-B/32" if real_size else "tiny", seed), clip.offline_tokenizer())
+    model = CLIPScore(clip.random_clip("ViT-B/32", seed, tiny=not real_size), clip.offline_tokenizer())
     return model.freeze(torch.device("cpu"), torch.float32)
 
 

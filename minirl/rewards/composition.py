@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2.functional import gaussian_blur
 
+from minirl.rewards.clip import projected
 from minirl.rewards.images import check_images, normalize
 from minirl.rewards.loading import RewardModel, fetch
 
@@ -56,7 +57,9 @@ RESERVED = set(NUMBERS) | {"the", "and", "or", "of", "to", "left", "right", "abo
 IRREGULAR = {"people": "person", "men": "man", "women": "woman", "children": "child", "mice": "mouse",
              "geese": "goose", "feet": "foot", "teeth": "tooth", "knives": "knife", "leaves": "leaf",
              "wolves": "wolf", "shelves": "shelf", "buses": "bus", "tomatoes": "tomato", "potatoes": "potato",
-             "cookies": "cookie", "movies": "movie", "brownies": "brownie", "hoodies": "hoodie"}
+             "cookies": "cookie", "movies": "movie", "brownies": "brownie", "hoodies": "hoodie",
+             "skises": "skis", "scissorses": "scissors",  # GenEval's plurals of its classes skis and scissors
+             **{noun: noun for noun in ("skis", "scissors", "pants", "jeans", "shorts", "species", "series")}}
 GRAMMAR = ("the composition reward reads '[a photo of | an image of] OBJECT (and OBJECT)*' or "
            "'[a photo of] OBJECT RELATION OBJECT', with OBJECT a count (a, an, one..ten, 1..10) and a noun, "
            f"RELATION one of {sorted(RELATIONS)}; for example 'a cat and a dog', 'two cups left of a bench'")
@@ -215,7 +218,7 @@ class CompositionReward(RewardModel):
         feature_map = self.detector.image_embedder(pixel_values=pixels)[0]      # (B, h, w, D)
         features = feature_map.flatten(1, 2)                                     # (B, N, D)
         tokens = self.processor.tokenizer(queries, padding="max_length", truncation=True, return_tensors="pt")
-        text = self.detector.owlv2.get_text_features(**tokens.to(self.device)).pooler_output   # (Q, P)
+        text = projected(self.detector.owlv2.get_text_features(**tokens.to(self.device)))     # (Q, P)
         text = text / text.norm(dim=-1, keepdim=True)
         logits = self.detector.class_predictor(features, text.expand(len(features), -1, -1))[0]
         cx, cy, w, h = self.detector.box_predictor(features, feature_map).float().unbind(-1)
@@ -295,6 +298,6 @@ def _random_model(folder, real_size, seed, threshold=THRESHOLD):
 
 def load(path_or_id, *, device, dtype, threshold=THRESHOLD):
     from transformers import Owlv2ForObjectDetection, Owlv2Processor
-    folder = fetch(path_or_id, FILES, "composition")
+    folder = fetch(path_or_id, FILES, "composition", model_type="owlv2")
     detector = Owlv2ForObjectDetection.from_pretrained(folder)
     return CompositionReward(detector, Owlv2Processor.from_pretrained(folder), threshold).freeze(device, dtype)

@@ -33,7 +33,7 @@ import torch
 
 from minirl.rewards.images import (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, check_images, normalize,
                                    resize_longest_side_and_pad)
-from minirl.rewards.loading import RewardModel, fetch, load_weights
+from minirl.rewards.loading import RewardModel, fetch, load_weights, read_json
 
 HUB_ID = "xswu/HPSv2"
 VERSIONS = {"v2.1": "HPS_v2.1_compressed.pt", "v2.0": "HPS_v2_compressed.pt"}  # hpsv2/utils.py's hps_version_map
@@ -85,9 +85,9 @@ def load(path_or_id, *, device, dtype, version="v2.1", **options):
     file = VERSIONS[version]
     folder = fetch(path_or_id, [file], "hpsv2")
     config = folder / CONFIG
-    model_cfg = json.loads(config.read_text())["model_cfg"] if config.is_file() else vit_h_14()
+    model_cfg = read_json(config, "hpsv2")["model_cfg"] if config.is_file() else vit_h_14()
     clip = random_clip(model_cfg)
-    checkpoint = load_weights(folder / file)
+    checkpoint = load_weights(folder / file, "hpsv2")
     if "state_dict" not in checkpoint:
         raise ValueError(f"hpsv2 checkpoint {str(folder / file)!r} must be a dict with key 'state_dict' (as "
                          f"torch.save({{'state_dict': ...}}) writes it); got keys {sorted(checkpoint)[:5]}")

@@ -33,7 +33,7 @@ from torch import nn
 from transformers import BertTokenizer, BlipTextConfig, BlipTextModel, BlipVisionConfig, BlipVisionModel
 
 from minirl.rewards.images import check_images, clip_preprocess
-from minirl.rewards.loading import RewardModel, fetch, load_weights
+from minirl.rewards.loading import RewardModel, fetch, load_weights, read_json
 
 HUB_ID = "THUDM/ImageReward"
 FILES = ("ImageReward.pt", "med_config.json")
@@ -171,8 +171,8 @@ def load(path_or_id=HUB_ID, *, device="cpu", dtype=torch.float32, **options):
     if options:
         raise ValueError(f"imagereward takes no options; got {sorted(options)}")
     folder = fetch(path_or_id, FILES, "imagereward")
-    weights = load_weights(folder / "ImageReward.pt")
-    med = json.loads((folder / "med_config.json").read_text())
+    weights = load_weights(folder / "ImageReward.pt", "imagereward")
+    med = read_json(folder / "med_config.json", "imagereward")
     tokenizer = blip_tokenizer(find_tokenizer(folder))
     if len(tokenizer) != med["vocab_size"]:
         raise ValueError(f"the tokenizer has {len(tokenizer)} tokens with BLIP's [DEC] and [ENC]; med_config.json "

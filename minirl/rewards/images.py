@@ -11,15 +11,28 @@ import torch.nn.functional as F
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)   # CLIP's normalisation, used by every CLIP reward
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+RANGE_TOLERANCE = 0.01  # how far outside [0, 1] an image's pixels may be (a bicubic resize overshoots a little)
 
 
 def check_images(images, name):
-    """Raise a clear error unless `images` is a float (B, 3, H, W) tensor."""
+    """Raise a clear error unless `images` is what every reward takes: a float (B, 3, H, W) torch.Tensor of
+    finite values in [0, 1] (up to RANGE_TOLERANCE: a resize's overshoot passes, images in [-1, 1] do not)."""
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
-        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ValueError(f"{name} takes images as a (B, 3, H, W) float tensor in [0, 1]; got {shape}")
+        got = f"shape {tuple(images.shape)}" if isinstance(images, torch.Tensor) else \
+            f"a {type(images).__module__}.{type(images).__qualname__}".replace("builtins.", "")
+        raise ValueError(f"{name} takes images as a (B, 3, H, W) float torch.Tensor in [0, 1]; got {got}")
     if not images.is_floating_point():
         raise TypeError(f"{name} takes float images in [0, 1]; got dtype {images.dtype} (divide uint8 by 255)")
+    pixels = images.detach()
+    bad = ~pixels.isfinite().flatten(1).all(1)  # (B,)
+    if bad.any():
+        raise ValueError(f"{name} got non-finite pixels (nan or inf) in the images at batch positions "
+                         f"{bad.nonzero().flatten().tolist()}; images must be finite, in [0, 1]")
+    low, high = (pixels.min().item(), pixels.max().item()) if pixels.numel() else (0, 1)
+    if low < -RANGE_TOLERANCE or high > 1 + RANGE_TOLERANCE:
+        hint = " (images in [-1, 1]: pass (images + 1) / 2)" if low < 0 else \
+            " (images in [0, 255]: pass images / 255)" if high > 1.5 else ""
+        raise ValueError(f"{name} takes images in [0, 1]; got values in [{low:.2f}, {high:.2f}]{hint}")
 
 
 def resize(images, size):
@@ -36,10 +49,14 @@ def resize_shortest_side(images, size):
     return resize(images, (size, long) if h <= w else (long, size))
 
 
-def center_crop(images, size):
-    """The central size x size square (top-left corner rounded as torchvision's CenterCrop)."""
+def center_crop(images, size, offset=round):
+    """The central size x size square. `offset` turns the corner's fractional offset into pixels: `round` as
+    torchvision's CenterCrop (OpenAI CLIP's own preprocessing, ImageReward, CLIPScore, LAION's aesthetic
+    predictor), `math.floor` as transformers' CLIPProcessor (PickScore, the zero-shot classifier). They can
+    differ by a pixel where the side less `size` is odd: 227 px cropped to 224 is offset 1.5, rounded to 2 (Python
+    rounds halves to even) and floored to 1."""
     h, w = images.shape[-2:]
-    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+    top, left = int(offset((h - size) / 2)), int(offset((w - size) / 2))
     return images[..., top:top + size, left:left + size]
 
 
@@ -60,6 +77,7 @@ def normalize(images, mean=OPENAI_CLIP_MEAN, std=OPENAI_CLIP_STD):
     return (images - mean) / std
 
 
-def clip_preprocess(images, size, mean=OPENAI_CLIP_MEAN, std=OPENAI_CLIP_STD):
-    """CLIP's preprocessing on tensors: shorter side to `size` (bicubic), centre crop, normalise. fp32."""
-    return normalize(center_crop(resize_shortest_side(images.float(), size), size), mean, std)
+def clip_preprocess(images, size, mean=OPENAI_CLIP_MEAN, std=OPENAI_CLIP_STD, offset=round):
+    """CLIP's preprocessing on tensors: shorter side to `size` (bicubic), centre crop (`offset`: see
+    center_crop), normalise. fp32."""
+    return normalize(center_crop(resize_shortest_side(images.float(), size), size, offset), mean, std)

@@ -4,13 +4,21 @@ dtype it runs in, and the nn.Module it is.
 A reward model's files are found the same way for a hub id and a local folder: `fetch` checks that a folder
 holds every file the model needs (naming the missing one), or downloads exactly those files of a hub
 repository (on a machine with internet) and returns the folder they landed in. The loaders then read only
-local files, with safetensors or `torch.load(weights_only=True)`, never with pickle.
+local files, with safetensors or `torch.load(weights_only=True)`, never with pickle. Before any model is built,
+`fetch` refuses a folder whose config.json names another kind of model, and a file that is cut short or garbled
+(JSON that does not parse, a safetensors or torch.save file whose structure is broken), naming the file.
 """
 
+import json
+import pickle
+import zipfile
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
 
+MODEL_TYPES = {"clip": "a CLIP", "owlv2": "an OWLv2 detector", "owlvit": "an OWL-ViT detector"}  # model_type, in words
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
           "fp16": torch.float16, "float16": torch.float16}
 
@@ -33,20 +41,30 @@ class RewardModel(torch.nn.Module):
         return next(self.parameters()).dtype
 
 
-def fetch(path_or_id, files, name):
-    """The local folder holding `files` (each a name, or a tuple of alternative names): `path_or_id` itself
-    if it is a folder (checked), else the hub repository `path_or_id`, of which only those files are
-    downloaded."""
+def fetch(path_or_id, files, name, model_type=None):
+    """The local folder holding `files` (each a name, or a tuple of alternative names), each checked to be whole
+    (`check_file`): `path_or_id` itself if it is a folder, else the hub repository `path_or_id`, of which only
+    those files are downloaded. With `model_type`, the folder's config.json must name it: a folder of another
+    model is refused as such, before any file it lacks."""
     path = Path(path_or_id).expanduser()
     if path.exists() or str(path_or_id).startswith((".", "/", "~")) or str(path_or_id).count("/") != 1:
         if not path.is_dir():
             raise FileNotFoundError(f"{name}: {str(path_or_id)!r} is neither a folder nor a hub id "
                                     f"('owner/name'); a {name} folder holds {_describe(files)}")
-        missing = [f for f in files if not any((path / alt).is_file() for alt in _alternatives(f))]
+        if model_type is not None and (path / "config.json").is_file():
+            held = read_json(path / "config.json", name).get("model_type")
+            if held != model_type:
+                what = MODEL_TYPES.get(held, "another kind of model")
+                raise ValueError(f"{name} folder {str(path)!r} holds {what} (config.json: model_type {held!r}); "
+                                 f"{name} expects {MODEL_TYPES[model_type]} (model_type {model_type!r})")
+        found = [next((path / alt for alt in _alternatives(f) if (path / alt).is_file()), None) for f in files]
+        missing = [f for f, file in zip(files, found) if file is None]
         if missing:
             raise FileNotFoundError(f"{name} folder {str(path)!r} is missing {_describe(missing)}; a {name} folder "
                                     f"holds {_describe(files)}, as its hub repository does (write a tiny one "
                                     f"with `minirl make-tiny-rewards DIR`)")
+        for file in found:
+            check_file(file, name)
         return path
     from huggingface_hub import snapshot_download
     try:  # each file alone; of alternatives, the first the repository has (not both of safetensors and .bin)
@@ -59,7 +77,34 @@ def fetch(path_or_id, files, name):
         raise FileNotFoundError(f"{name}: could not fetch {_describe(files)} of the hub repository "
                                 f"{str(path_or_id)!r} ({type(e).__name__}: {e}); on a machine without the hub, "
                                 f"pass a local folder with those files") from e
-    return fetch(folder, files, name)
+    return fetch(folder, files, name, model_type)
+
+
+def check_file(file, name):
+    """Raise a one-line ValueError naming `file` if it is cut short or garbled: JSON that does not parse, a
+    safetensors file whose header does not cover the file exactly, a torch.save file that is neither a whole zip
+    archive nor a (legacy) pickle. Reads headers and the zip directory only, never the weights."""
+    file = Path(file)
+    try:
+        if file.suffix == ".json":
+            json.loads(file.read_text(encoding="utf-8"))
+        elif file.suffix == ".safetensors":
+            with safe_open(file, framework="pt"):
+                pass
+        elif file.suffix in (".pt", ".pth", ".bin"):
+            with open(file, "rb") as f:
+                legacy = f.read(1) == b"\x80"  # torch.save before torch 1.6 wrote a bare pickle
+            if not legacy:
+                zipfile.ZipFile(file).close()
+    except (ValueError, SafetensorError, zipfile.BadZipFile) as e:  # ValueError: JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"{name}: {str(file)!r} is corrupt or incomplete ({type(e).__name__}: "
+                         f"{_first_line(e)}); fetch or copy it again") from e
+
+
+def read_json(file, name):
+    """A JSON file's content, or a one-line error naming the file."""
+    check_file(file, name)
+    return json.loads(Path(file).read_text(encoding="utf-8"))
 
 
 def device_and_dtype(device=None, dtype=None):
@@ -86,13 +131,18 @@ def device_and_dtype(device=None, dtype=None):
     return device, dtype
 
 
-def load_weights(file):
-    """A state dict from a .safetensors file, or from a .pt/.pth/.bin file with torch.load(weights_only=True)."""
+def load_weights(file, name):
+    """A state dict from a .safetensors file, or from a .pt/.pth/.bin file with torch.load(weights_only=True)
+    (fetched: checked whole); a file that cannot be read is named in one line."""
     file = Path(file)
-    if file.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        return load_file(file)
-    return torch.load(file, map_location="cpu", weights_only=True)
+    try:
+        if file.suffix == ".safetensors":
+            return load_file(file)
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, SafetensorError) as e:  # a damaged archive member, or
+        # a pickle of more than tensors, which weights_only refuses
+        reader = "safetensors" if file.suffix == ".safetensors" else "torch.load(weights_only=True)"
+        raise ValueError(f"{name}: {reader} cannot read {str(file)!r} ({type(e).__name__}: {_first_line(e)})") from e
 
 
 def _alternatives(f):
@@ -101,3 +151,7 @@ def _alternatives(f):
 
 def _describe(files):
     return ", ".join(" or ".join(_alternatives(f)) for f in files)
+
+
+def _first_line(error):
+    return (str(error).strip().splitlines() or [""])[0]

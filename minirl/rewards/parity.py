@@ -82,6 +82,9 @@ class ParityReward(RewardModel):
 
     def forward(self, images, prompts, metadata):
         h = torch.as_tensor(self.classify(images))  # (B,) class indices or (B, K) class probabilities
+        if h.is_floating_point() and not h.detach().isfinite().all():  # NaN images, say: argmax would hide it
+            bad = (~h.detach().isfinite()).reshape(len(h), -1).any(1).nonzero().flatten().tolist()
+            raise ValueError(f"parity's classifier returned non-finite class probabilities at batch positions {bad}")
         if h.is_floating_point() and not self.soft:
             h = h.argmax(-1)
         elif self.soft and not h.is_floating_point():
@@ -102,7 +105,8 @@ class ParityReward(RewardModel):
 
 
 def class_texts(classes):
-    """The class texts of a class set's name (CLASS_SETS) or of a list of at least 2 distinct texts."""
+    """The class texts of a class set's name (CLASS_SETS) or of a list of at least 2 distinct texts. CLIP's
+    tokenizer lowercases and splits on whitespace, so texts equal up to case and spaces are one class."""
     if isinstance(classes, str):
         if classes not in CLASS_SETS:
             raise ValueError(f"unknown class set {classes!r}; available: {', '.join(map(repr, CLASS_SETS))}, "
@@ -111,6 +115,12 @@ def class_texts(classes):
     texts = list(classes)
     if len(texts) < 2 or len(set(texts)) != len(texts) or not all(isinstance(t, str) for t in texts):
         raise ValueError(f"classes must hold at least 2 distinct texts; got {texts!r}")
+    first = {}
+    for text in texts:
+        same = first.setdefault(" ".join(text.lower().split()), text)
+        if same != text:
+            raise ValueError(f"classes {same!r} and {text!r} are one class to CLIP (equal up to case and spaces); "
+                             f"got {texts!r}")
     return texts
 
 
@@ -133,14 +143,15 @@ def load(path_or_id, *, device, dtype, classes="skin_tone", credit="group", soft
     with a CLIP hub repository's config.json and weights, or the hub repository (default HUB_ID: ViT-L/14)."""
     clip.check_no_options(options, "parity")
     texts = class_texts(classes)
-    classifier = ZeroShotClassifier(texts, *clip.load_clip(fetch(path_or_id, FILES, "parity")))
+    folder = fetch(path_or_id, FILES, "parity", model_type="clip")
+    classifier = ZeroShotClassifier(texts, *clip.load_clip(folder, "parity"))
     return ParityReward(classifier, len(classifier.texts), credit, soft, names=classifier.texts).freeze(device, dtype)
 
 
 def random_model(real_size=False, seed=0):
     """The skin-tone parity reward with random weights: the real CLIP ViT-L/14 (about 430M parameters) or the
     tiny twin."""
-    classifier = ZeroShotClassifier("skin_tone", clip.random_clip("ViT-L/14" if real_size else "tiny", seed),
+    classifier = ZeroShotClassifier("skin_tone", clip.random_clip("ViT-L/14", seed, tiny=not real_size),
                                     clip.offline_tokenizer())
     model = ParityReward(classifier, len(classifier.texts), names=classifier.texts)
     return model.freeze(torch.device("cpu"), torch.float32)

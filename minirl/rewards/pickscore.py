@@ -16,6 +16,7 @@ from minirl.rewards.loading import fetch
 
 HUB_ID = "yuvalkirstain/PickScore_v1"
 FILES = clip.FILES  # its laion processor's tokenizer and mean/std are CLIP's own: built here, not fetched
+ARCHITECTURES = ["ViT-H/14"]
 
 
 class PickScore(clip.CLIPEmbedder):
@@ -32,12 +33,13 @@ class PickScore(clip.CLIPEmbedder):
 def load(path_or_id, *, device, dtype, **options):
     """PickScore from a folder with the hub repository's config.json and weights, or the hub repository."""
     clip.check_no_options(options, "pickscore")
-    return PickScore(*clip.load_clip(fetch(path_or_id, FILES, "pickscore"))).freeze(device, dtype)
+    folder = fetch(path_or_id, FILES, "pickscore", model_type="clip")
+    return PickScore(*clip.load_clip(folder, "pickscore", ARCHITECTURES)).freeze(device, dtype)
 
 
 def random_model(real_size=False, seed=0):
     """PickScore with random weights: the real CLIP ViT-H/14 (about 1B parameters) or the tiny twin."""
-    model = PickScore(clip.random_clip("ViT-H/14" if real_size else "tiny", seed), clip.offline_tokenizer())
+    model = PickScore(clip.random_clip("ViT-H/14", seed, tiny=not real_size), clip.offline_tokenizer())
     return model.freeze(torch.device("cpu"), torch.float32)
 
 

@@ -7,6 +7,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from minirl.rewards.images import check_images
+
 
 def jpeg_size_kb(images, quality=95):
     """The size in kB of each image saved as a JPEG (DDPO's weight-free reward; not differentiable)."""
@@ -21,11 +23,13 @@ def jpeg_size_kb(images, quality=95):
 
 def jpeg_compressibility(images, prompts, metadata):
     """-(JPEG size in kB): smaller files, i.e. simpler, smoother images, score higher."""
+    check_images(images, "jpeg_compressibility")
     return -jpeg_size_kb(images), {}
 
 
 def jpeg_incompressibility(images, prompts, metadata):
     """+(JPEG size in kB): busier, more detailed images score higher."""
+    check_images(images, "jpeg_incompressibility")
     return jpeg_size_kb(images), {}
 
 

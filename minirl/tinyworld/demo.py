@@ -49,6 +49,7 @@ class DemoConfig:
     lr: float = 1e-4               # AdamW, full fine-tuning
     pretrain_beta: float = 1.0     # weight of the L_pre step; 0 switches the regulariser off
     parity_weight: float = 2.0     # weight of the parity task's loss (the others': 1); see make_tasks
+    parity_soft: bool = False      # parity's h(x): the detector's colour shares (soft) or its argmax (hard)
     seed: int = 0
     guidance: float = 3.0
     steps: int = 10                # DDIM steps, eta 1
@@ -68,7 +69,7 @@ def train_config(cfg):
                        save_every=cfg.epochs)
 
 
-def make_tasks(names, detector, preference, parity_weight=1.0):
+def make_tasks(names, detector, preference, parity_weight=1.0, parity_soft=False):
     """The demo's tasks by name. parity_weight multiplies the parity loss (1: every task alike, as in the paper's
     Algorithm 1; `DemoConfig`, so `minirl demo` and notebook 07's runs: 2). Adam divides every step by a running
     size of the gradients, which the L_pre step's (about 20 times the tasks') dominates, so a weight of 2 doubles
@@ -80,7 +81,9 @@ def make_tasks(names, detector, preference, parity_weight=1.0):
                             group_size=8, advantages="group"),
         "preference": Task("preference", scenes.prompt_sampler(), judges.PreferenceReward(preference),
                            group_size=8, advantages="group"),
-        "parity": Task("parity", COLOURLESS, ParityReward(detector.colour, len(scenes.COLOURS), "leave_one_out"),
+        "parity": Task("parity", COLOURLESS,
+                       ParityReward(detector.colour_shares if parity_soft else detector.colour, len(scenes.COLOURS),
+                                    "leave_one_out", soft=parity_soft),
                        group_size=16, advantages="batch", weight=parity_weight),
     }
     unknown = set(names) - set(tasks)
@@ -319,7 +322,7 @@ def run(cfg, log=print, base=None):
     base: the base model's (metrics, images) from an earlier run with the same evaluation, to skip that step."""
     out = Path(cfg.out)
     detector, preference = judges.load(cfg.judges)
-    tasks = make_tasks(list(cfg.tasks), detector, preference, cfg.parity_weight)
+    tasks = make_tasks(list(cfg.tasks), detector, preference, cfg.parity_weight, cfg.parity_soft)
     policy = diffusion.load_policy(cfg.model, num_steps=cfg.steps, guidance_scale=cfg.guidance)
     if base is None:
         before = load_base_samples(cfg)

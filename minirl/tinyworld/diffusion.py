@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from diffusers import DDIMScheduler, FlowMatchEulerDiscreteScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
+from transformers.utils import logging as transformers_logging
 
 from minirl import checkpoint
 from minirl.tinyworld import scenes
@@ -110,7 +111,13 @@ def load_policy(folder, timestep_spacing=None, **policy_kwargs):
     if missing:
         raise FileNotFoundError(f"tiny-world model folder {str(folder)!r} is missing {missing}")
     unet = UNet2DConditionModel.from_pretrained(folder / "unet")
-    text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder").requires_grad_(False)
+    bar = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()  # a bar over 36 tensors: a stray line in every notebook cell that loads
+    try:
+        text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder").requires_grad_(False)
+    finally:
+        if bar:
+            transformers_logging.enable_progress_bar()
     tokenizer = PreTrainedTokenizerFast.from_pretrained(folder / "tokenizer")
     if json.loads((folder / "scheduler" / "scheduler_config.json").read_text())["_class_name"] == \
             FlowMatchEulerDiscreteScheduler.__name__:
@@ -144,6 +151,36 @@ class PretrainConfig:
     seed: int = 0
     save_every: int = 200
 
+    def check(self):
+        """Every setting, before anything is written: a bad one would fail mid-run, or save an untrained model
+        as if trained (0 steps; an EMA decay of 1 keeps the initial weights)."""
+        from minirl.trainer import check_number
+        for name in ("steps", "batch_size", "warmup", "save_every"):
+            check_number(self, name, minimum=1, integer=True)
+        check_number(self, "seed", minimum=0, integer=True)
+        check_number(self, "lr", minimum=0, inclusive=False)
+        for name in ("caption_dropout", "bias"):
+            check_number(self, name, minimum=0, maximum=1)
+        if not (isinstance(self.ema, (int, float)) and 0 <= self.ema < 1):
+            raise ValueError(f"ema must be a finite number >= 0 and < 1 (at 1 the saved average stays the initial "
+                             f"weights); got {self.ema!r}")
+        if not (isinstance(self.size, int) and self.size >= 8 and self.size % 4 == 0):
+            raise ValueError(f"size must be a multiple of 4 >= 8 (the UNet halves it twice); got {self.size!r}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}; got {self.objective!r}")
+        if self.objective == "flow" and self.prediction_type != "epsilon":
+            raise ValueError(f"prediction_type={self.prediction_type!r} is for the diffusion objective; flow "
+                             f"matching predicts the velocity (leave prediction_type at its default)")
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}; got {self.prediction_type!r}")
+        if not 0 <= self.high_noise <= 1:
+            raise ValueError(f"high_noise is a share of the batch and must be in [0, 1]; got {self.high_noise}")
+        if not 0 <= self.flip <= 1:
+            raise ValueError(f"flip is a probability and must be in [0, 1]; got {self.flip}")
+        if self.high_noise_kind not in ("", *scenes.KINDS):
+            raise ValueError(f"high_noise_kind must be '' (any) or one of {scenes.KINDS}; got "
+                             f"{self.high_noise_kind!r}")
+
 
 def timesteps(policy, n, k, generator=None):
     """n training timesteps: the first k uniform over the noisiest fifth, the rest as the objective draws them
@@ -172,19 +209,7 @@ def pretrain_batch(rng, cfg, k):
 def pretrain(cfg, resume=False, log=print):
     """Train from scratch (or resume); write checkpoints, a loss log and the EMA model to cfg.out/model."""
     import random
-    if cfg.objective not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {OBJECTIVES}; got {cfg.objective!r}")
-    if cfg.objective == "flow" and cfg.prediction_type != "epsilon":
-        raise ValueError(f"prediction_type={cfg.prediction_type!r} is for the diffusion objective; flow matching "
-                         f"predicts the velocity (leave prediction_type at its default)")
-    if cfg.prediction_type not in PREDICTION_TYPES:
-        raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}; got {cfg.prediction_type!r}")
-    if not 0 <= cfg.high_noise <= 1:
-        raise ValueError(f"high_noise is a share of the batch and must be in [0, 1]; got {cfg.high_noise}")
-    if not 0 <= cfg.flip <= 1:
-        raise ValueError(f"flip is a probability and must be in [0, 1]; got {cfg.flip}")
-    if cfg.high_noise_kind not in ("", *scenes.KINDS):
-        raise ValueError(f"high_noise_kind must be '' (any) or one of {scenes.KINDS}; got {cfg.high_noise_kind!r}")
+    cfg.check()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     unet, text_encoder, tokenizer, scheduler = build(cfg.seed, cfg.size, cfg.prediction_type, cfg.objective)

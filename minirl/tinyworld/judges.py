@@ -78,6 +78,16 @@ class Detector(nn.Module):
         expected = (p * torch.arange(MAX_COUNT + 1, dtype=p.dtype)).sum(-1)  # (B, 12)
         return expected.view(len(images), len(COLOURS), len(SHAPES)).sum(-1).argmax(-1)
 
+    @torch.no_grad()
+    def colour_shares(self, images):
+        """The soft h(x): each colour's share of the objects expected in each image, (B, len(COLOURS)), rows
+        summing to 1; `colour` is its argmax. A sample's share moves with how red it looks, where its hard label
+        does not."""
+        p, _ = self.read(images)
+        expected = (p * torch.arange(MAX_COUNT + 1, dtype=p.dtype)).sum(-1)  # (B, 12)
+        by_colour = expected.view(len(images), len(COLOURS), len(SHAPES)).sum(-1)
+        return by_colour / by_colour.sum(-1, keepdim=True).clamp_min(1e-6)
+
 
 def scene_targets(scene):
     """A scene's counts (12,) and centres (12, 2) (the mean centre of a class's objects, 0.5 if absent)."""
@@ -375,6 +385,12 @@ def load(folder):
 def train_judges(out, detector_steps=1500, preference_steps=1500, seed=0, log=print):
     """Train both models, measure them on fresh renders, save them with their card; return the card."""
     import time
+    from types import SimpleNamespace
+
+    from minirl.trainer import check_number
+    steps = SimpleNamespace(detector_steps=detector_steps, preference_steps=preference_steps)
+    for name in ("detector_steps", "preference_steps"):  # 0 would save a model untrained, as if trained
+        check_number(steps, name, minimum=1, integer=True)
     start = time.perf_counter()
     detector = train_detector(detector_steps, seed=seed, log=log)
     preference = train_preference(preference_steps, seed=seed, log=log)
