@@ -34,7 +34,8 @@ def main():
     for f in fields(demo.DemoConfig):
         if f.name in ("epochs", "pretrain_beta", "parity_weight", "lr", "eval_samples"):
             parser.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
-    parser.add_argument("--parity-soft", action="store_true", help="the parity task's soft colour shares")
+    parser.add_argument("--parity-hard", dest="parity_soft", action="store_false",
+                        help="the parity task's hard colour labels (the detector's argmax), as before its soft shares")
     parser.add_argument("--base-evals-from", help="with --summary: take the base's evaluations from this earlier "
                         "record too (the same model and evaluation; its spread over evaluation seeds)")
     parser.add_argument("--summary", action="store_true", help="only print the tables of an existing --json")

@@ -497,6 +497,9 @@ def main(argv=None):
         if f.name == "tasks":
             p.add_argument("--tasks", type=lambda s: tuple(s.split(",")), default=f.default,
                            help=f"comma-separated subset of {','.join(TASKS)} (default: {','.join(f.default)})")
+        elif isinstance(f.default, bool):  # --parity-soft / --no-parity-soft
+            p.add_argument("--" + f.name.replace("_", "-"), action=argparse.BooleanOptionalAction, default=f.default,
+                           help="default: %(default)s")
         else:
             p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default,
                            help="default: %(default)s")

@@ -78,7 +78,9 @@ def test_demo_command_runs_the_demo_config(monkeypatch):
     monkeypatch.setattr(demo, "run", seen.append)
     main(["demo", "--seed", "3"])
     main(["demo", "--tasks", "composition,parity"])
-    assert seen == [replace(demo.DemoConfig(), seed=3), replace(demo.DemoConfig(), tasks=("composition", "parity"))]
+    main(["demo", "--no-parity-soft"])
+    assert seen == [replace(demo.DemoConfig(), seed=3), replace(demo.DemoConfig(), tasks=("composition", "parity")),
+                    replace(demo.DemoConfig(), parity_soft=False)]
 
 
 def test_every_train_flag_says_what_it_does():

@@ -146,6 +146,24 @@ def test_colour_classifier_always_names_a_colour(committed):
     assert all(0 <= c < len(scenes.COLOURS) for c in detector.colour(torch.cat([blank, noise])).tolist())
 
 
+def test_soft_colour_shares_give_an_all_red_group_a_signal(committed):
+    """colour_shares is the soft h(x): rows sum to 1 on renders, its argmax is `colour`, and in a group of 16 red
+    circles, where every hard leave-one-out credit is 0 (the dead zone), the soft credits differ and rank the
+    samples by how red they look (the less red, the higher)."""
+    detector, _ = committed
+    rng = random.Random(1)
+    red = torch.stack([scenes.render(scenes.scene_for("a circle", rng, bias=1.0)) for _ in range(16)])
+    mixed = torch.stack([scenes.render(scenes.scene_for(f"a {c} circle", rng)) for c in scenes.COLOURS])
+    shares = detector.colour_shares(torch.cat([red, mixed]))
+    torch.testing.assert_close(shares.sum(1), torch.ones(20))
+    assert torch.equal(shares.argmax(1), detector.colour(torch.cat([red, mixed])))
+    args = (["a circle"] * 16, [{}] * 16)
+    hard = ParityReward(detector.colour, len(scenes.COLOURS), "leave_one_out")(red, *args)[0]
+    soft = ParityReward(detector.colour_shares, len(scenes.COLOURS), "leave_one_out", soft=True)(red, *args)[0]
+    assert torch.equal(hard, torch.zeros(16)) and soft.std() > 0
+    assert torch.corrcoef(torch.stack([soft, shares[:16, 0]]))[0, 1] < -0.9
+
+
 def test_training_learns_and_saves_without_pickle(tmp_path):
     before = judges.detector_loss(judges.Detector(), *judges.detector_batch(random.Random(1), None, 64)[:3])
     card = judges.train_judges(tmp_path, detector_steps=60, preference_steps=60, log=lambda s: None)

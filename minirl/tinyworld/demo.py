@@ -49,7 +49,7 @@ class DemoConfig:
     lr: float = 1e-4               # AdamW, full fine-tuning
     pretrain_beta: float = 1.0     # weight of the L_pre step; 0 switches the regulariser off
     parity_weight: float = 2.0     # weight of the parity task's loss (the others': 1); see make_tasks
-    parity_soft: bool = False      # parity's h(x): the detector's colour shares (soft) or its argmax (hard)
+    parity_soft: bool = True       # parity's h(x): the detector's colour shares, not its argmax (make_tasks)
     seed: int = 0
     guidance: float = 3.0
     steps: int = 10                # DDIM steps, eta 1
@@ -74,7 +74,11 @@ def make_tasks(names, detector, preference, parity_weight=1.0, parity_soft=False
     Algorithm 1; `DemoConfig`, so `minirl demo` and notebook 07's runs: 2). Adam divides every step by a running
     size of the gradients, which the L_pre step's (about 20 times the tasks') dominates, so a weight of 2 doubles
     the parity task's steps beside the other tasks' and beside L_pre's pull back to the data's red
-    (docs/research.md, section 2, measures it over seeds 0-4)."""
+    (docs/research.md, section 2, measures it over seeds 0-4). parity_soft: the parity reward reads the
+    detector's colour shares (`colour_shares`, soft SP) instead of its hard labels (`colour`, the paper's): a
+    group of one colour then still ranks its samples by how much of that colour they show, where every hard
+    leave-one-out credit is 0 and the task is stuck (`DemoConfig` and `minirl demo`: soft; research.md,
+    section 2)."""
     tasks = {  # composition and preference: advantages within each group of 8 samples of one prompt;
                # parity: -SP of the group minus each sample's leave-one-out baseline, advantages over the batch
         "composition": Task("composition", scenes.prompt_sampler("relation"), judges.CompositionReward(detector),

@@ -80,9 +80,10 @@ class Detector(nn.Module):
 
     @torch.no_grad()
     def colour_shares(self, images):
-        """The soft h(x): each colour's share of the objects expected in each image, (B, len(COLOURS)), rows
-        summing to 1; `colour` is its argmax. A sample's share moves with how red it looks, where its hard label
-        does not."""
+        """The soft h(x): each colour's share of the objects expected in each image, (B, len(COLOURS)); `colour`
+        is its argmax. A sample's share moves with how red it looks, where its hard label does not. Rows sum to 1,
+        except where the detector expects almost no object (under 1e-6 in all: a blank image), whose shares are
+        all near 0: a blank adds to no colour's share."""
         p, _ = self.read(images)
         expected = (p * torch.arange(MAX_COUNT + 1, dtype=p.dtype)).sum(-1)  # (B, 12)
         by_colour = expected.view(len(images), len(COLOURS), len(SHAPES)).sum(-1)
