@@ -9,14 +9,9 @@ import pytest
 from minirl import coursebook
 
 NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("[0-9]*.ipynb"))
-# Notebooks whose full run is not committed yet (issue 23 goes on): each is expected to fail the check below,
-# strictly, so that executing one makes this list shrink instead of hiding a stale notebook.
-NOT_YET_EXECUTED = {"04_ppo.ipynb", "06_distribution_rewards.ipynb", "09_paper_system.ipynb", "10_flow_grpo.ipynb"}
 
 
-@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.xfail(
-    strict=True, reason="its full run is not committed yet")) if p.name in NOT_YET_EXECUTED else p
-    for p in NOTEBOOKS], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_committed_notebook_holds_its_current_full_run(path):
     problems = coursebook.check(path)
     assert not problems, "\n".join(problems) + "\nrun `make course` (or python -m minirl.coursebook NOTEBOOK)"

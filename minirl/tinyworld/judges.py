@@ -71,12 +71,16 @@ class Detector(nn.Module):
         counts, centres = self(images.float())
         return counts.softmax(-1), centres
 
+    def expected_by_colour(self, images):
+        """The number of objects of each colour the detector expects in each image, (B, len(COLOURS))."""
+        p, _ = self.read(images)
+        expected = (p * torch.arange(MAX_COUNT + 1, dtype=p.dtype)).sum(-1)  # (B, 12)
+        return expected.view(len(images), len(COLOURS), len(SHAPES)).sum(-1)
+
     @torch.no_grad()
     def colour(self, images):
         """h(x) of the parity reward: the index into COLOURS of the colour with the most objects expected."""
-        p, _ = self.read(images)
-        expected = (p * torch.arange(MAX_COUNT + 1, dtype=p.dtype)).sum(-1)  # (B, 12)
-        return expected.view(len(images), len(COLOURS), len(SHAPES)).sum(-1).argmax(-1)
+        return self.expected_by_colour(images).argmax(-1)
 
     @torch.no_grad()
     def colour_shares(self, images):
@@ -84,9 +88,7 @@ class Detector(nn.Module):
         is its argmax. A sample's share moves with how red it looks, where its hard label does not. Rows sum to 1,
         except where the detector expects almost no object (under 1e-6 in all: a blank image), whose shares are
         all near 0: a blank adds to no colour's share."""
-        p, _ = self.read(images)
-        expected = (p * torch.arange(MAX_COUNT + 1, dtype=p.dtype)).sum(-1)  # (B, 12)
-        by_colour = expected.view(len(images), len(COLOURS), len(SHAPES)).sum(-1)
+        by_colour = self.expected_by_colour(images)
         return by_colour / by_colour.sum(-1, keepdim=True).clamp_min(1e-6)
 
 
