@@ -166,6 +166,7 @@ def train_args(name, *arguments):
 def trainer_for(model, args, scale, device):
     """A Trainer on `model` (random weights) built by the command line's `build` from args, and its pipeline."""
     pipe = architectures.build(model, device, DTYPES[args.mixed_precision], tiny=scale.tiny)
+    args.resolution = None  # the architecture is built at the size measured (512 px; --smoke: tiny)
     acc, policy, tasks, config, pretrain_data = cli.build(args, pipe)
     config.verbose = False  # the summary and the estimate are printed here, once
     trainer = Trainer(policy, tasks, config, accelerator=acc, pretrain_data=pretrain_data)

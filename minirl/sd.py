@@ -213,6 +213,10 @@ def policy_from_pipeline(pipe, *, resolution=None, max_sequence_length=128, **po
         if not (isinstance(resolution, int) and resolution >= step and resolution % step == 0):
             raise ValueError(f"resolution must be a multiple of {step} (the VAE's factor"
                              f"{' times the patch size' if is_sd3(pipe) else ''}) >= {step}; got {resolution!r}")
+        largest = getattr(denoiser(pipe).config, "pos_embed_max_size", None)  # SD3: patches a side it embeds
+        if largest is not None and resolution // step > largest:
+            raise ValueError(f"resolution {resolution} is {resolution // step} patches a side; the transformer embeds "
+                             f"positions for at most {largest} (resolution <= {largest * step})")
         policy_kwargs["latent_size"] = resolution // pipe.vae_scale_factor
     pipe.vae.requires_grad_(False)
     for name in ("text_encoder", "text_encoder_2", "text_encoder_3"):

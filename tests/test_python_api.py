@@ -1,6 +1,6 @@
 """A run started from Python, as the README shows it: a policy built from a pipeline with minirl.sd's calls, a task,
 a Trainer. Its config.json records the policy's settings read from the policy itself (denoiser, LoRA, scheduler,
-steps, eta or noise level, guidance, min_sigma), it ends with reward_curves.png, and `minirl sample` can use it;
+latent size, steps, eta or noise level, guidance, min_sigma), it ends with reward_curves.png, and `minirl sample` can use it;
 the summary names each sampler's own noise setting and the precision it trains in."""
 
 import json
@@ -29,7 +29,8 @@ def test_the_readme_snippet_trains_and_records_its_policy(tiny_sd, tmp_path):
     record = json.loads((tmp_path / "run" / "config.json").read_text())["run"]["policy"]
     assert record == {"denoiser": "UNet2DConditionModel", "loaded_from": str((tiny_sd / "unet").resolve()),
                       "lora": {"rank": 4, "alpha": 4, "target_modules": sorted(sd.LORA_TARGETS)},
-                      "scheduler": "DDIMScheduler", "steps": 10, "guidance_scale": 5.0, "min_sigma": 0.05, "eta": 1.0}
+                      "scheduler": "DDIMScheduler", "latent_size": 16, "steps": 10, "guidance_scale": 5.0,
+                      "min_sigma": 0.05, "eta": 1.0}
     assert (tmp_path / "run" / "reward_curves.png").stat().st_size > 0
     main(["sample", "--run", out, "--prompts", "a cat", "--out", str(tmp_path / "samples")])  # the pipeline found
     assert (tmp_path / "samples" / "0000_00.png").is_file()

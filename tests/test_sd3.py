@@ -135,6 +135,9 @@ def test_a_resolution_of_its_own_samples_as_the_pipeline_does_at_that_size(tiny_
     torch.testing.assert_close(x, ref, rtol=0, atol=1e-5)
     main(["train", "--pipeline", str(tiny_sd3), *TRAIN, "--epochs", "1", "--resolution", "8", "--out", str(tmp_path)])
     assert json.loads((tmp_path / "config.json").read_text())["run"]["policy"]["latent_size"] == 8
+    largest = pipe.transformer.config.pos_embed_max_size  # beyond it the transformer fails mid-run: refused first
+    with pytest.raises(ValueError, match=f"the transformer embeds positions for at most {largest}"):
+        sd.policy_from_pipeline(pipe, resolution=largest + 1)
 
 
 @pytest.mark.parametrize("extra, match", [
