@@ -153,6 +153,18 @@ def load_newest(root, check=None):
     raise DamagedCheckpoint(f"no complete checkpoint under {str(root)!r}: {'; '.join(notes)}")
 
 
+def trainable_params(module, trainable, folder, hint):
+    """`module`'s parameters that require grad, {name: parameter}, checked to be exactly those whose weights a
+    checkpoint's `trainable` ({name: tensor}) holds; a ValueError naming the folder, the first differing names
+    and `hint` (what to check) otherwise."""
+    params = {name: p for name, p in module.named_parameters() if p.requires_grad}
+    differ = sorted(params.keys() ^ trainable.keys())
+    if differ:
+        raise ValueError(f"checkpoint {str(folder)!r} does not fit the model's trainable parameters (e.g. "
+                         f"{differ[:3]}): {hint}")
+    return params
+
+
 def latest(root):
     """The newest complete checkpoint folder under root, or None."""
     pointer = Path(root) / LATEST
@@ -197,11 +209,18 @@ def _by_number(folder):
 
 def _point(root, name):
     """Make root/latest name `name`, atomically."""
-    tmp = root / f".{LATEST}.tmp"
-    tmp.write_text(name)
-    _fsync(tmp)
-    os.replace(tmp, root / LATEST)
-    _fsync(root)
+    write_text(root / LATEST, name)
+
+
+def write_text(path, text):
+    """Replace a text file atomically: a scratch file beside it, flushed to disk, renamed over it, and the
+    folder's entry flushed too. A kill at any point leaves the old contents or the new ones."""
+    path = Path(path)
+    scratch = path.with_name(f".{path.name}.tmp")
+    scratch.write_text(text)
+    _fsync(scratch)
+    os.replace(scratch, path)
+    _fsync(path.parent)
 
 
 def _scratch(root, name):

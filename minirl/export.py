@@ -64,11 +64,10 @@ def load_trained(run, checkpoint_folder=None, pipeline=None, device="cpu", dtype
     lora = settings["lora"]
     if lora is not None:
         sd.add_lora(denoiser, lora["rank"], lora["alpha"], lora["target_modules"])
-    params = {name: p for name, p in denoiser.named_parameters() if lora is None or p.requires_grad}
-    if state["trainable"].keys() != params.keys():
-        missing = sorted(params.keys() ^ state["trainable"].keys())
-        raise ValueError(f"checkpoint {str(checkpoint_folder)!r} does not fit the run's {type(denoiser).__name__} "
-                         f"(e.g. {missing[:3]}): was --pipeline the pipeline the run fine-tuned?")
+    else:
+        denoiser.requires_grad_(True)  # the run trained the whole denoiser
+    params = checkpoint.trainable_params(denoiser, state["trainable"], checkpoint_folder,
+                                         f"was --pipeline the pipeline the run fine-tuned ({type(denoiser).__name__})?")
     with torch.no_grad():
         for name, value in state["trainable"].items():
             params[name].copy_(value)

@@ -29,6 +29,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from minirl.checkpoint import write_text
+
 PACKAGES = ("minirl", "torch", "diffusers", "transformers", "peft", "accelerate", "safetensors")
 TRACKER_IMAGES = {"tensorboard": {"dataformats": "NHWC"}, "wandb": {}}  # trackers that log images: their options
 RUN_FILES = ("checkpoints", "metrics.jsonl", "images", "eval", "reward_curves.png")  # a new run removes these, in order
@@ -212,14 +214,9 @@ def _metrics_through(path, epoch):
 
 
 def _write(path, text):
-    """Replace a file's contents atomically: a scratch file beside it, flushed to disk, renamed over it."""
-    scratch = path.with_name(f".{path.name}.tmp")
+    """Replace a file's contents atomically (checkpoint.write_text), naming the file in a full disk's error."""
     with _naming(path):
-        with open(scratch, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(scratch, path)
+        write_text(path, text)
 
 
 @contextmanager

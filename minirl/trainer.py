@@ -519,12 +519,8 @@ class Trainer:
         if changed:
             raise ValueError(f"cannot resume {folder}: the run it continues was defined differently ("
                              f"{'; '.join(changed)}); only {', '.join(sorted(RESUMABLE_CHANGES))} may change")
-        unet = self.acc.unwrap_model(self.policy.unet)
-        params = dict(unet.named_parameters())
-        mismatch = set(state["trainable"]) ^ {n for n, p in params.items() if p.requires_grad}
-        if mismatch:
-            raise ValueError(f"checkpoint {folder} does not match the model's trainable parameters "
-                             f"(e.g. {sorted(mismatch)[:3]}): was it made with the same LoRA rank / model?")
+        params = checkpoint.trainable_params(self.acc.unwrap_model(self.policy.unet), state["trainable"], folder,
+                                             "was it made with the same LoRA rank / model?")
         self.log.resumed(state["epoch"])  # the metrics checked before the model changes
         with torch.no_grad():
             for name, value in state["trainable"].items():

@@ -79,7 +79,7 @@ def _check_loads(root, allowed):
 
 
 FILE_SYSTEM_STEPS = {(checkpoint.__file__, name)  # checkpoint's functions that touch the disk
-                     for name in ("save_state", "prune", "_point", "_scratch", "_remove_scratch")}
+                     for name in ("save_state", "prune", "_point", "write_text", "_scratch", "_remove_scratch")}
 
 
 def states_a_kill_would_leave(root, action, copies, steps=FILE_SYSTEM_STEPS):

@@ -85,10 +85,11 @@ def check_file(file, name):
     safetensors file whose header does not cover the file exactly, a torch.save file that is neither a whole zip
     archive nor a (legacy) pickle. Reads headers and the zip directory only, never the weights."""
     file = Path(file)
+    if file.suffix == ".json":
+        read_json(file, name)
+        return
     try:
-        if file.suffix == ".json":
-            json.loads(file.read_text(encoding="utf-8"))
-        elif file.suffix == ".safetensors":
+        if file.suffix == ".safetensors":
             with safe_open(file, framework="pt"):
                 pass
         elif file.suffix in (".pt", ".pth", ".bin"):
@@ -96,15 +97,21 @@ def check_file(file, name):
                 legacy = f.read(1) == b"\x80"  # torch.save before torch 1.6 wrote a bare pickle
             if not legacy:
                 zipfile.ZipFile(file).close()
-    except (ValueError, SafetensorError, zipfile.BadZipFile) as e:  # ValueError: JSONDecodeError, UnicodeDecodeError
-        raise ValueError(f"{name}: {str(file)!r} is corrupt or incomplete ({type(e).__name__}: "
-                         f"{_first_line(e)}); fetch or copy it again") from e
+    except (ValueError, SafetensorError, zipfile.BadZipFile) as e:
+        raise _corrupt(file, name, e) from e
 
 
 def read_json(file, name):
     """A JSON file's content, or a one-line error naming the file."""
-    check_file(file, name)
-    return json.loads(Path(file).read_text(encoding="utf-8"))
+    try:
+        return json.loads(Path(file).read_text(encoding="utf-8"))
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise _corrupt(file, name, e) from e
+
+
+def _corrupt(file, name, error):
+    return ValueError(f"{name}: {str(file)!r} is corrupt or incomplete ({type(error).__name__}: "
+                      f"{_first_line(error)}); fetch or copy it again")
 
 
 def device_and_dtype(device=None, dtype=None):
