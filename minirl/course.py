@@ -6,7 +6,8 @@ Every notebook starts with
     SMOKE = course.smoke()      # True under CI (CI=true) or MINIRL_SMOKE=1: a shrunken run
     course.seed_everything(0)
 
-and shows its results with `show_images` and `plot_curves`.
+and shows its results with `show_images` and `plot_curves`. Importing it turns off the loading bars of diffusers,
+transformers and huggingface_hub (`quiet_libraries`): a notebook's outputs show its own progress only.
 """
 
 import os
@@ -17,6 +18,20 @@ import numpy as np
 import torch
 
 ASSETS = Path(__file__).parents[1] / "assets" / "tinyworld"
+
+
+def quiet_libraries():
+    """Turn off the libraries' loading and saving bars ("Loading pipeline components", "Loading weights",
+    "Writing model shards"): one bar for every model loaded or saved, which buries a notebook's own outputs."""
+    from diffusers.utils import logging as diffusers_logging
+    from huggingface_hub.utils import disable_progress_bars
+    from transformers.utils import logging as transformers_logging
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    disable_progress_bars()
+
+
+quiet_libraries()
 
 
 def smoke():

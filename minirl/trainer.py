@@ -100,7 +100,7 @@ class TrainConfig:
 
 def check_number(config, name, minimum, integer=False, inclusive=True, maximum=None, label=None):
     """Raise a ValueError naming the setting (`label`, default `name`), its value and the valid range unless
-    config.<name> is a finite number (or an int) in range."""
+    `config.<name>` is a finite number (or an int) in range."""
     value = getattr(config, name)
     kind = "an int" if integer else "a finite number"
     valid = (isinstance(value, int) and not isinstance(value, bool)) if integer else \

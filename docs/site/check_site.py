@@ -8,6 +8,10 @@ Serves the site on 127.0.0.1, opens every page of it in headless Chromium (Debia
 - maths left raw (`$$`, `\\(`, `$x$`, a TeX command in the text) or not typeset by MathJax, or a TeX error;
 - markup left raw in the text: a MyST directive (```{figure}, :::{note}) or a Markdown table (|---|, which
   Sphinx's smartquotes turn into em dashes);
+- text that smartquotes changed: an en or em dash before a word (a `--flag` a reader would copy);
+- content cut off at the right edge, which a scrollbar may not show: a code block or output that does not wrap,
+  display maths wider than its box;
+- an empty output box after a notebook cell (an output of whitespace only);
 - a link to the site that does not resolve: a missing page or file, or an anchor no element carries.
 
     python docs/site/check_site.py build/site                      # exit status 1 when anything is wrong
@@ -40,15 +44,18 @@ INSPECT = r"""async () => {
     img.addEventListener("load", done); img.addEventListener("error", done); setTimeout(done, 10000);
   })));
   if (window.MathJax && MathJax.startup && MathJax.startup.promise) await MathJax.startup.promise;
+  await new Promise(done => setTimeout(done, 0));      // course.js widens wide maths once MathJax is done
   const skip = "PRE, CODE, SCRIPT, STYLE, NOSCRIPT, TEXTAREA, MJX-CONTAINER, .highlight";
-  const raw = [], markup = [];
+  const raw = [], markup = [], dashes = [];
   const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
   for (let node = walker.nextNode(); node; node = walker.nextNode()) {
     const text = node.textContent;
     if (node.parentElement.closest(skip)) continue;
     if (/\$\$|\\\(|\\\[|\$[^$\s][^$]*\$|\\[A-Za-z]{2,}/.test(text)) raw.push(text.trim().slice(0, 80));
     if (/(`{3,}|:{3,})\{[a-z-]+\}|\|\s*:?(-{3,}|\u2014+)\s*:?\|/.test(text)) markup.push(text.trim().slice(0, 80));
+    if (/(^|[\s(\[])[\u2013\u2014][A-Za-z]/.test(text)) dashes.push(text.trim().slice(0, 80));
   }
+  const media = "img, svg, canvas, iframe, video";
   const maths = [...document.querySelectorAll(".math")];
   return {
     brokenImages: images.filter(img => img.naturalWidth === 0).map(img => img.currentSrc || img.src),
@@ -58,6 +65,11 @@ INSPECT = r"""async () => {
     texErrors: [...document.querySelectorAll("mjx-merror")].map(e => e.textContent.slice(0, 80)),
     raw: raw,
     markup: markup,
+    dashes: dashes,
+    clipped: [...document.querySelectorAll(".bd-article pre, .bd-article div.math > mjx-container")]
+      .filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.textContent.trim().slice(0, 60)),
+    emptyOutputs: [...document.querySelectorAll(".cell_output > *")]
+      .filter(o => !o.textContent.trim() && !o.matches(media) && !o.querySelector(media)).length,
     links: [...document.querySelectorAll("a[href]")].map(a => a.href),
     ids: [...document.querySelectorAll("[id], a[name]")].map(e => e.id || e.name),
   };
@@ -166,6 +178,12 @@ def check(folder, screenshots=None):
                     report(f"raw maths in the text: {text!r}")
                 for text in seen_page["markup"]:
                     report(f"raw markup in the text: {text!r}")
+                for text in seen_page["dashes"]:
+                    report(f"a dash before a word (smartquotes on a --flag?): {text!r}")
+                for text in seen_page["clipped"]:
+                    report(f"cut off at the right edge: {text!r}")
+                if seen_page["emptyOutputs"]:
+                    report(f"{seen_page['emptyOutputs']} empty output box(es) after a cell")
                 ids[url] = set(seen_page["ids"])
                 for href in seen_page["links"]:
                     if not href.startswith(base):
