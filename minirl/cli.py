@@ -454,6 +454,26 @@ def alignment_tax(args):
     alignment_tax([int(s) for s in args.seeds.split(",")], args.epochs, args.out)
 
 
+def guidance_scales(spec):
+    """'1,1.5,3' -> [1.0, 1.5, 3.0]: guidance scales, each >= 0 (1 or less: no guidance)."""
+    try:
+        scales = [float(g) for g in spec.split(",")]
+    except ValueError:
+        scales = None
+    if scales is None or any(not g >= 0 for g in scales):
+        raise argparse.ArgumentTypeError(f"{spec!r} is not comma-separated guidance scales >= 0 (e.g. 1,1.5,2,3)")
+    return scales
+
+
+def composition_rl(args):
+    """Composition RL where the base partly knows order (its guidance sweep with --guidance-sweep)."""
+    from minirl.tinyworld import relation_rl
+    if args.guidance_sweep:
+        relation_rl.guidance_sweep(args, args.guidance_sweep)
+    else:
+        relation_rl.experiment(args)
+
+
 def pretrain(args):
     from minirl.tinyworld.diffusion import PretrainConfig, pretrain
     config = PretrainConfig(**{f.name: getattr(args, f.name) for f in fields(PretrainConfig)})
@@ -519,6 +539,15 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, default=DemoConfig.epochs)
     p.add_argument("--out", default="runs/alignment-tax")
     p.set_defaults(func=alignment_tax)
+    from minirl.tinyworld import relation_rl
+    p = sub.add_parser("composition-rl", help="composition RL where the base partly knows relation order, "
+                       "against a coin-flip control (--reward coin): DIR/result.json",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", default=relation_rl.EXPERIMENT["model"], help="a tiny-world model folder")
+    relation_rl.add_arguments(p, **relation_rl.EXPERIMENT)
+    p.add_argument("--guidance-sweep", metavar="G1,G2,...", type=guidance_scales,
+                   help="train nothing: the base's success at each guidance scale, to DIR/guidance.json")
+    p.set_defaults(func=composition_rl)
     args = parser.parse_args(argv)
     if getattr(args, "preset", None):  # the preset's values become the defaults; flags given still win
         from minirl.presets import preset

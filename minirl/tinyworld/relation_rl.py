@@ -2,25 +2,28 @@
 composition task, trained alone, on a DDIM or a flow-matching base.
 
     .venv/bin/python -m minirl.tinyworld.relation_rl MODEL [--epochs 20] [--lr 1e-4] [--seed 0] [--flip 0.5]
-        [--first-steps 3] [--samples 256] [--timestep-spacing trailing] [--split heldout]
-        [--reward objects|coin] [--pretrain-beta 0] [--noise-level 0.7] [--sde-window 0,3]
+        [--first-steps 3] [--samples 256] [--timestep-spacing trailing] [--guidance 3] [--relations "left of"]
+        [--split heldout] [--reward objects|coin] [--pretrain-beta 0] [--noise-level 0.7] [--sde-window 0,3]
         [--shared-noise] [--group-size 8] [--eval-samples 4] [--per-relation] [--out DIR] [--json FILE]
         # 5 min for 20 iterations of 64 samples
+    minirl composition-rl [--seed N] [--reward coin] [--out DIR] [--guidance-sweep 1,2,3]
+        # the same, with EXPERIMENT's defaults: the partial-order base; DIR/result.json
 
 The demo's RL settings (`minirl.tinyworld.demo.train_config`: 64 samples an iteration, PPO, full fine-tuning)
 on half of the trainable steps of each chain, in groups of --group-size samples of one prompt, with the L_pre
 step on the model's pretraining data: scenes mirrored left-right with probability --flip, as `minirl pretrain
 --flip` made them (0 for the committed model).
 --first-steps K trains only the K noisiest steps, every chain, where layouts are decided; --samples sets
-the samples an iteration; --timestep-spacing overrides a DDIM model's (`diffusion.load_policy`); --split trains on
-the held-out relation captions instead (what RL can do for a prompt it trains on); --reward objects credits
-the named objects wherever they are (the detector's hard verdict), not the relation; --reward coin is the
-control, 0 or 1 at random whatever the image (what the updates do with no signal); --pretrain-beta weighs
-the L_pre step (0: off). A flow model (`minirl pretrain --objective flow`) samples with Flow-GRPO's SDE at
---noise-level; --sde-window START,STOP puts that noise on steps START..STOP-1 only, the ODE elsewhere
-(MixGRPO's window), and trains every step of the window. --shared-noise starts every chain of a group from
-one x_T (DanceGRPO), so that what tells a group's samples apart is the sampler's noise, the policy's actions.
-Prints composition success on the demo's evaluation prompts (training relations, held-out relations, single
+the samples an iteration; --timestep-spacing overrides a DDIM model's (`diffusion.load_policy`); --guidance is
+the sampler's classifier-free guidance; --relations trains and evaluates on captions of these relation words
+only; --split trains on the held-out relation captions instead (what RL can do for a prompt it trains on);
+--reward objects credits the named objects wherever they are (the detector's hard verdict), not the relation;
+--reward coin is the control, 0 or 1 at random whatever the image (what the updates do with no signal);
+--pretrain-beta weighs the L_pre step (0: off). A flow model (`minirl pretrain --objective flow`) samples with
+Flow-GRPO's SDE at --noise-level; --sde-window START,STOP puts that noise on steps START..STOP-1 only, the ODE
+elsewhere (MixGRPO's window), and trains every step of the window. --shared-noise starts every chain of a group
+from one x_T (DanceGRPO), so that what tells a group's samples apart is the sampler's noise, the policy's
+actions. Prints composition success on the evaluation prompts (training relations, held-out relations, single
 objects; --eval-samples seeds a prompt) before and after, sampled as the policy samples; --per-relation also
 each relation word's success and the share of images with the named objects (`diagnose.relation_rates`);
 --json writes them.
@@ -28,12 +31,15 @@ each relation word's success and the share of images with the named objects (`di
 
 import argparse
 import json
+import random
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
+from minirl import checkpoint
+from minirl.tasks import seed_for
 from minirl.tinyworld import demo, diffusion, judges, scenes
 from minirl.tinyworld.diagnose import relation_rates
 from minirl.trainer import Trainer
@@ -61,18 +67,41 @@ class CoinReward:
 
 
 SETS = ("relation_train", "relation_heldout", "single")
+# `minirl composition-rl`'s defaults: composition RL where the base partly knows order (docs/research.md, 3.6).
+# The --flip 0.25 base gets "left of" / "right of" right about 3 times in 4; trailing spacing makes the first
+# step's noise, an action, pick the layout; guidance 1 leaves the partial skill unsharpened. No L_pre: its data
+# holds the flips, so it pulls the model back to the base's 3 in 4 (and dominates Adam's step sizes).
+EXPERIMENT = {"model": str(demo.ASSETS / "partial_order" / "model"), "flip": 0.25, "timestep_spacing": "trailing",
+              "guidance": 1.0, "relations": "left of,right of", "epochs": 80, "pretrain_beta": 0.0,
+              "out": "runs/composition-rl"}
+RESULT = {"relation_train": "train_success", "relation_heldout": "heldout_success", "single": "single_success"}
 
 
-def report(stage, policy, detector, per_relation=False, samples=4):
-    """Composition success on the demo's evaluation sets, `samples` seeds a prompt: {set: success} (and
+def eval_sets(samples, relations=None):
+    """The evaluation's (prompt, seed) pairs: the demo's (`demo.eval_prompts`), or with `relations` (a tuple of
+    relation words) 48 captions of those relations from each split, drawn and seeded alike."""
+    sets = demo.eval_prompts(samples)
+    if relations is None:
+        return {name: sets[name] for name in SETS}
+    rng = random.Random(2024)
+    for split in scenes.SPLITS:
+        captions = [c for c in scenes.prompts("relation", split) if scenes.parse(c)["relation"] in relations]
+        name = f"relation_{split}"
+        sets[name] = [(c, seed_for("eval", name, i, s)) for i, c in enumerate(rng.sample(captions, 48))
+                      for s in range(samples)]
+    return {name: sets[name] for name in SETS}
+
+
+def report(stage, policy, detector, per_relation=False, samples=4, relations=None):
+    """Composition success on the evaluation sets (`eval_sets`), `samples` seeds a prompt: {set: success} (and
     {split: rates} per relation)."""
     reward = judges.CompositionReward(detector)
-    sets = demo.eval_prompts(samples)
-    result = {name: reward(demo.generate(policy, sets[name]), [p for p, _ in sets[name]],
-                           [{}] * len(sets[name]))[1]["success"] for name in SETS}
+    sets = eval_sets(samples, relations)
+    result = {name: reward(demo.generate(policy, pairs), [p for p, _ in pairs], [{}] * len(pairs))[1]["success"]
+              for name, pairs in sets.items()}
     print(f"{stage}: composition success " + ", ".join(f"{k} {v:.3f}" for k, v in result.items()), flush=True)
     if per_relation:
-        for split in ("train", "heldout"):
+        for split in scenes.SPLITS:
             rates = relation_rates(policy, detector, split)
             success = {r: v["success"] for r, v in rates.items()}
             objects = sum(v["objects"] for v in rates.values()) / len(rates)
@@ -82,56 +111,133 @@ def report(stage, policy, detector, per_relation=False, samples=4):
     return result
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m minirl.tinyworld.relation_rl", description=__doc__.split("\n")[0])
-    parser.add_argument("model")
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--flip", type=float, default=0.0)
-    parser.add_argument("--first-steps", type=int, default=0, help="0: the demo's random half of the steps")
-    parser.add_argument("--samples", type=int, default=64)
-    parser.add_argument("--timestep-spacing", choices=diffusion.TIMESTEP_SPACINGS)
-    parser.add_argument("--split", choices=scenes.SPLITS, default="train", help="the relation captions RL trains on")
-    parser.add_argument("--reward", choices=("composition", "objects", "coin"), default="composition")
-    parser.add_argument("--pretrain-beta", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--noise-level", type=float, default=0.7, help="a flow model's SDE noise (Flow-GRPO: 0.7)")
-    parser.add_argument("--sde-window", help="START,STOP: a flow model's SDE on these steps only, the ODE elsewhere")
-    parser.add_argument("--shared-noise", action="store_true", help="one x_T a group (DanceGRPO)")
-    parser.add_argument("--group-size", type=int, default=8, help="samples a prompt (group-relative advantages)")
-    parser.add_argument("--eval-samples", type=int, default=4, help="seeds a prompt in the evaluation")
-    parser.add_argument("--per-relation", action="store_true", help="also each relation word's success (slower)")
-    parser.add_argument("--out", default="runs/relation_rl", help="the run folder (metrics, checkpoint)")
-    parser.add_argument("--json", help="write the arguments, the successes before and after and the seconds here")
-    args = parser.parse_args(argv)
+def add_arguments(parser, **defaults):
+    """The experiment's options, on `parser`, with `defaults` (EXPERIMENT for `minirl composition-rl`) in place of
+    the demo's settings on the committed base."""
+    def option(name, **kwargs):
+        dest = name.lstrip("-").replace("-", "_")
+        parser.add_argument(name, **{**kwargs, "default": defaults.get(dest, kwargs.get("default"))})
+    option("--epochs", type=int, default=20, help="RL iterations")
+    option("--lr", type=float, default=1e-4, help="AdamW learning rate, full fine-tuning")
+    option("--flip", type=float, default=0.0, help="L_pre's scenes mirrored left-right: the base's --flip")
+    option("--first-steps", type=int, default=0, help="train only the K noisiest steps (0: the demo's random half)")
+    option("--samples", type=int, default=64, help="samples an iteration")
+    option("--timestep-spacing", choices=diffusion.TIMESTEP_SPACINGS, help="DDIM's spacing (none: the model's)")
+    option("--guidance", type=float, default=3.0, help="classifier-free guidance (1: none)")
+    option("--relations", help="comma-separated relation words to train and evaluate on (none: all)")
+    option("--split", choices=scenes.SPLITS, default="train", help="the relation captions RL trains on")
+    option("--reward", choices=("composition", "objects", "coin"), default="composition",
+           help="coin: the control, 0 or 1 at random")
+    option("--pretrain-beta", type=float, default=1.0, help="weight of the L_pre step (0: off)")
+    option("--seed", type=int, default=0, help="the run's seed")
+    option("--noise-level", type=float, default=0.7, help="a flow model's SDE noise (Flow-GRPO: 0.7)")
+    option("--sde-window", help="START,STOP: a flow model's SDE on these steps only, the ODE elsewhere")
+    option("--shared-noise", action="store_true", default=False, help="one x_T a group (DanceGRPO)")
+    option("--group-size", type=int, default=8, help="samples a prompt (group-relative advantages)")
+    option("--eval-samples", type=int, default=4, help="seeds a prompt in the evaluation")
+    option("--per-relation", action="store_true", default=False, help="also each relation word's success (slower)")
+    option("--out", default="runs/relation_rl", help="the run folder (metrics, checkpoint)")
+
+
+def relation_words(spec):
+    """'left of,right of' -> ('left of', 'right of'); None -> None (every relation)."""
+    if spec is None:
+        return None
+    words = tuple(w.strip() for w in spec.split(","))
+    unknown = [w for w in words if w not in scenes.RELATIONS]
+    if unknown or not words:
+        raise ValueError(f"unknown relations {unknown} in {spec!r}; valid: comma-separated {list(scenes.RELATIONS)}")
+    return words
+
+
+def settings(args):
+    """The parsed arguments as JSON can hold them (not the command's function)."""
+    return {k: v for k, v in vars(args).items() if not callable(v)}
+
+
+def load(args):
+    """The judges (detector, preference model) and the policy as the experiment samples it."""
     window = None if args.sde_window is None else tuple(int(i) for i in args.sde_window.split(","))
-    detector, preference = judges.load(demo.ASSETS / "judges")
-    policy = diffusion.load_policy(args.model, args.timestep_spacing, num_steps=10, guidance_scale=3.0,
+    policy = diffusion.load_policy(args.model, args.timestep_spacing, num_steps=10, guidance_scale=args.guidance,
                                    noise_level=args.noise_level, sde_window=window)
-    base = report("base", policy, detector, args.per_relation, args.eval_samples)
+    return (*judges.load(demo.ASSETS / "judges"), policy)
+
+
+def run(args):
+    """Composition RL alone, evaluated before and after: {"args", "base", "tuned", "seconds_to_train"}."""
+    relations = relation_words(args.relations)
+    if args.samples < 1 or args.samples % 32:
+        raise ValueError(f"--samples is {args.samples}; give a multiple of 32 (the demo's batches of 32 samples)")
+    detector, preference, policy = load(args)
     cfg = demo.DemoConfig(tasks=("composition",), epochs=args.epochs, lr=args.lr, pretrain_beta=args.pretrain_beta,
                           seed=args.seed, out=args.out)
     config = replace(demo.train_config(cfg), samples_per_epoch=args.samples, timestep_fraction=0.5,
                      shared_noise=args.shared_noise)
     if args.first_steps:
         policy.trainable_steps = policy.trainable_steps[:args.first_steps]
-    if args.first_steps or window:
+    if args.first_steps or policy.sde_window:
         config = replace(config, timestep_fraction=1.0)
-    task = replace(demo.make_tasks(cfg.tasks, detector, preference)[0],
-                   prompts=scenes.prompt_sampler("relation", args.split), group_size=args.group_size)
+    recipe = diffusion.PretrainConfig(batch_size=32, flip=args.flip)  # L_pre's data: the base's recipe
+    config.check(num_processes=1, num_tasks=1)  # bad settings refused before the base's evaluation
+    recipe.check()
+    captions = scenes.prompts("relation", args.split)
+    prompts = ([c for c in captions if scenes.parse(c)["relation"] in relations] if relations
+               else scenes.prompt_sampler("relation", args.split))
+    task = replace(demo.make_tasks(cfg.tasks, detector, preference)[0], prompts=prompts, group_size=args.group_size)
     if args.reward != "composition":
         task = replace(task, reward=ObjectsReward(detector) if args.reward == "objects" else CoinReward(args.seed))
+    base = report("base", policy, detector, args.per_relation, args.eval_samples, relations)
     policy.unet.requires_grad_(True)
     start = time.perf_counter()
-    Trainer(policy, [task], config,
-            pretrain_data=demo.pretrain_data(diffusion.PretrainConfig(batch_size=32, flip=args.flip))).train()
-    train_seconds = time.perf_counter() - start
-    tuned = report(f"after {args.epochs} iterations", policy, detector, args.per_relation,
-                   args.eval_samples)
+    Trainer(policy, [task], config, pretrain_data=demo.pretrain_data(recipe)).train()
+    seconds = time.perf_counter() - start
+    tuned = report(f"after {args.epochs} iterations", policy, detector, args.per_relation, args.eval_samples,
+                   relations)
+    return {"args": settings(args), "base": base, "tuned": tuned, "seconds_to_train": seconds}
+
+
+def guidance_sweep(args, scales):
+    """The base's success at each guidance scale, sampled as the experiment samples, written to
+    OUT/guidance.json: {scale: {set: success}}."""
+    relations = relation_words(args.relations)
+    detector, _, policy = load(args)
+    sweep = {}
+    for scale in scales:
+        policy.guidance_scale = scale
+        sweep[f"{scale:g}"] = report(f"guidance {scale:g}", policy, detector, samples=args.eval_samples,
+                                     relations=relations)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    checkpoint.write_text(Path(args.out) / "guidance.json",
+                          json.dumps({"args": settings(args), "sweep": sweep}, indent=1))
+    print(f"written to {Path(args.out) / 'guidance.json'}")
+    return sweep
+
+
+def experiment(args):
+    """`minirl composition-rl`: `run`, then OUT/result.json with the base's and the tuned model's success under
+    the names train_success, heldout_success, single_success ("base" and "rl"), printed as a table."""
+    result = run(args)
+    stages = {"base": result["base"], "rl": result["tuned"]}
+    named = {stage: {RESULT[k]: v for k, v in entry.items() if k in RESULT} for stage, entry in stages.items()}
+    checkpoint.write_text(Path(args.out) / "result.json", json.dumps(
+        {"args": result["args"], **named, "seconds_to_train": result["seconds_to_train"]}, indent=1))
+    print(f"{'':5} {'train_success':>14} {'heldout_success':>16} {'single_success':>15}")
+    for stage, e in named.items():
+        print(f"{stage:5} {e['train_success']:14.3f} {e['heldout_success']:16.3f} {e['single_success']:15.3f}")
+    print(f"written to {Path(args.out) / 'result.json'}")
+    return named
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m minirl.tinyworld.relation_rl", description=__doc__.split("\n")[0])
+    parser.add_argument("model")
+    add_arguments(parser)
+    parser.add_argument("--json", help="write the arguments, the successes before and after and the seconds here")
+    args = parser.parse_args(argv)
+    result = run(args)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"args": vars(args), "base": base, "tuned": tuned,
-                                               "seconds_to_train": train_seconds}, indent=1))
+        Path(args.json).write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":
