@@ -6,8 +6,8 @@ Serves the site on 127.0.0.1, opens every page of it in headless Chromium (Debia
 - a request that leaves the machine (a classroom may have no internet: the site carries all it loads);
 - an image that did not load (naturalWidth 0);
 - maths left raw (`$$`, `\\(`, `$x$`, a TeX command in the text) or not typeset by MathJax, or a TeX error;
-- markup left raw in the text: a MyST directive (```{figure}, :::{note}) or a Markdown table (|---|, which
-  Sphinx's smartquotes turn into em dashes);
+- markup left raw in the text: a MyST directive (```{figure}, :::{note}) or a Markdown table (|---|, or its
+  em dashes where smartquotes are on);
 - text that smartquotes changed: an en or em dash before a word (a `--flag` a reader would copy);
 - content cut off at the right edge, which a scrollbar may not show: a code block or output that does not wrap,
   display maths wider than its box;

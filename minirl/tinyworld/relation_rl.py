@@ -77,6 +77,11 @@ EXPERIMENT = {"model": str(demo.ASSETS / "partial_order" / "model"), "flip": 0.2
 RESULT = {"relation_train": "train_success", "relation_heldout": "heldout_success", "single": "single_success"}
 
 
+def captions(split, relations):
+    """The split's relation captions whose relation word is one of `relations`."""
+    return [c for c in scenes.prompts("relation", split) if scenes.parse(c)["relation"] in relations]
+
+
 def eval_sets(samples, relations=None):
     """The evaluation's (prompt, seed) pairs: the demo's (`demo.eval_prompts`), or with `relations` (a tuple of
     relation words) 48 captions of those relations from each split, drawn and seeded alike."""
@@ -85,10 +90,8 @@ def eval_sets(samples, relations=None):
         return {name: sets[name] for name in SETS}
     rng = random.Random(2024)
     for split in scenes.SPLITS:
-        captions = [c for c in scenes.prompts("relation", split) if scenes.parse(c)["relation"] in relations]
-        name = f"relation_{split}"
-        sets[name] = [(c, seed_for("eval", name, i, s)) for i, c in enumerate(rng.sample(captions, 48))
-                      for s in range(samples)]
+        name, drawn = f"relation_{split}", rng.sample(captions(split, relations), 48)
+        sets[name] = [(c, seed_for("eval", name, i, s)) for i, c in enumerate(drawn) for s in range(samples)]
     return {name: sets[name] for name in SETS}
 
 
@@ -180,9 +183,7 @@ def run(args):
     recipe = diffusion.PretrainConfig(batch_size=32, flip=args.flip)  # L_pre's data: the base's recipe
     config.check(num_processes=1, num_tasks=1)  # bad settings refused before the base's evaluation
     recipe.check()
-    captions = scenes.prompts("relation", args.split)
-    prompts = ([c for c in captions if scenes.parse(c)["relation"] in relations] if relations
-               else scenes.prompt_sampler("relation", args.split))
+    prompts = captions(args.split, relations) if relations else scenes.prompt_sampler("relation", args.split)
     task = replace(demo.make_tasks(cfg.tasks, detector, preference)[0], prompts=prompts, group_size=args.group_size)
     if args.reward != "composition":
         task = replace(task, reward=ObjectsReward(detector) if args.reward == "objects" else CoinReward(args.seed))
