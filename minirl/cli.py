@@ -451,7 +451,18 @@ def train_judges(args):
 
 def alignment_tax(args):
     from minirl.tinyworld.demo import alignment_tax
-    alignment_tax([int(s) for s in args.seeds.split(",")], args.epochs, args.out)
+    alignment_tax(args.seeds, args.epochs, args.out)
+
+
+def seed_list(spec):
+    """'0,1,2' -> [0, 1, 2]: distinct integer seeds."""
+    try:
+        seeds = [int(x) for x in spec.split(",")]
+    except ValueError:
+        seeds = None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"{spec!r} is not comma-separated distinct integer seeds (e.g. 0,1,2)")
+    return seeds
 
 
 def guidance_scales(spec):
@@ -470,6 +481,8 @@ def composition_rl(args):
     from minirl.tinyworld import relation_rl
     if args.guidance_sweep:
         relation_rl.guidance_sweep(args, args.guidance_sweep)
+    elif args.alignment_tax:
+        relation_rl.alignment_tax(args, args.alignment_tax)
     else:
         relation_rl.experiment(args)
 
@@ -535,7 +548,7 @@ def main(argv=None):
     p.set_defaults(func=train_judges)
     p = sub.add_parser("alignment-tax", help="single-task and joint runs over seeds: the alignment-tax table",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--seeds", type=seed_list, default="0,1,2")
     p.add_argument("--epochs", type=int, default=DemoConfig.epochs)
     p.add_argument("--out", default="runs/alignment-tax")
     p.set_defaults(func=alignment_tax)
@@ -547,6 +560,8 @@ def main(argv=None):
     relation_rl.add_arguments(p, **relation_rl.EXPERIMENT)
     p.add_argument("--guidance-sweep", metavar="G1,G2,...", type=guidance_scales,
                    help="train nothing: the base's success at each guidance scale, to DIR/guidance.json")
+    p.add_argument("--alignment-tax", metavar="S1,S2,...", type=seed_list,
+                   help="train the three tasks jointly and each alone on these seeds: DIR/alignment_tax.md")
     p.set_defaults(func=composition_rl)
     args = parser.parse_args(argv)
     if getattr(args, "preset", None):  # the preset's values become the defaults; flags given still win

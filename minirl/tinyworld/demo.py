@@ -152,6 +152,11 @@ def generate_sets(policy, sets, desc="evaluating"):
         return {name: generate(policy, pairs, bar=bar) for name, pairs in sets.items()}
 
 
+def mean_parity(colours):
+    """The statistical parity of each group of one prompt's colour labels (groups, 16), averaged over groups."""
+    return torch.stack([statistical_parity(g, len(scenes.COLOURS)) for g in colours]).mean().item()
+
+
 @torch.no_grad()
 def score(images, sets, detector, preference):
     """The table's numbers from the evaluation images {set name: (N, 3, 16, 16)} of `eval_prompts`' sets."""
@@ -167,8 +172,7 @@ def score(images, sets, detector, preference):
         metrics[f"preference/{name}/rater"] = judges.rater_utility(images[name]).mean().item()
     for name in ("parity_train", "parity_heldout"):
         colours = detector.colour(images[name]).view(-1, 16)  # (groups, 16): groups of one prompt
-        metrics[f"parity/{name}/statistical_parity"] = torch.stack(
-            [statistical_parity(g, len(scenes.COLOURS)) for g in colours]).mean().item()
+        metrics[f"parity/{name}/statistical_parity"] = mean_parity(colours)
         shares = torch.bincount(colours.flatten(), minlength=len(scenes.COLOURS)) / colours.numel()
         for colour, share in zip(scenes.COLOURS, shares.tolist()):  # SP alone hides a swing from red to green
             metrics[f"parity/{name}/{colour}_share"] = share

@@ -37,6 +37,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
 from minirl import checkpoint
 from minirl.tasks import seed_for
@@ -66,7 +67,7 @@ class CoinReward:
         return torch.randint(0, 2, (len(images),), generator=self.generator).float(), {}
 
 
-SETS = ("relation_train", "relation_heldout", "single")
+SETS = ("relation_train", "relation_heldout", "single", "parity_train")
 # `minirl composition-rl`'s defaults: composition RL where the base partly knows order (docs/research.md, 3.6).
 # The --flip 0.25 base gets "left of" / "right of" right about 3 times in 4; trailing spacing makes the first
 # step's noise, an action, pick the layout; guidance 1 leaves the partial skill unsharpened. No L_pre: its data
@@ -74,7 +75,11 @@ SETS = ("relation_train", "relation_heldout", "single")
 EXPERIMENT = {"model": str(demo.ASSETS / "partial_order" / "model"), "flip": 0.25, "timestep_spacing": "trailing",
               "guidance": 1.0, "relations": "left of,right of", "epochs": 80, "pretrain_beta": 0.0,
               "out": "runs/composition-rl"}
-RESULT = {"relation_train": "train_success", "relation_heldout": "heldout_success", "single": "single_success"}
+RESULT = {"relation_train": "train_success", "relation_heldout": "heldout_success", "single": "single_success",
+          "preference": "preference_reward", "statistical_parity": "statistical_parity"}
+# the alignment tax's number for each task (demo.HEADLINE's, on this experiment's captions): report's key, sign
+HEADLINE = {"composition": ("relation_train", +1), "preference": ("preference", +1),
+            "parity": ("statistical_parity", -1)}
 
 
 def captions(split, relations):
@@ -95,14 +100,20 @@ def eval_sets(samples, relations=None):
     return {name: sets[name] for name in SETS}
 
 
-def report(stage, policy, detector, per_relation=False, samples=4, relations=None):
-    """Composition success on the evaluation sets (`eval_sets`), `samples` seeds a prompt: {set: success} (and
-    {split: rates} per relation)."""
-    reward = judges.CompositionReward(detector)
+def report(stage, policy, detector, preference, per_relation=False, samples=4, relations=None):
+    """The three tasks' numbers on the evaluation sets (`eval_sets`), `samples` seeds a prompt: composition success
+    on the relation captions and single objects, the preference reward on single objects, the statistical parity
+    of 'a circle' etc. (and {split: rates} per relation). Returns (result, {set: images})."""
+    composition = judges.CompositionReward(detector)
     sets = eval_sets(samples, relations)
-    result = {name: reward(demo.generate(policy, pairs), [p for p, _ in pairs], [{}] * len(pairs))[1]["success"]
-              for name, pairs in sets.items()}
-    print(f"{stage}: composition success " + ", ".join(f"{k} {v:.3f}" for k, v in result.items()), flush=True)
+    images = {name: demo.generate(policy, pairs) for name, pairs in sets.items()}
+    result = {name: composition(images[name], [p for p, _ in sets[name]], [{}] * len(sets[name]))[1]["success"]
+              for name in SETS[:3]}
+    result["preference"] = preference(images["single"]).mean().item()
+    result["statistical_parity"] = demo.mean_parity(detector.colour(images["parity_train"]).view(-1, 16))
+    print(f"{stage}: composition success " + ", ".join(f"{k} {result[k]:.3f}" for k in SETS[:3])
+          + f"; preference {result['preference']:.2f}; statistical parity {result['statistical_parity']:.3f}",
+          flush=True)
     if per_relation:
         for split in scenes.SPLITS:
             rates = relation_rates(policy, detector, split)
@@ -111,7 +122,7 @@ def report(stage, policy, detector, per_relation=False, samples=4, relations=Non
             result[f"per_relation_{split}"] = rates
             print(f"{stage}, {split}: success {success}, mean {sum(success.values()) / len(success):.3f}, "
                   f"named objects {objects:.3f}", flush=True)
-    return result
+    return result, images
 
 
 def add_arguments(parser, **defaults):
@@ -120,6 +131,7 @@ def add_arguments(parser, **defaults):
     def option(name, **kwargs):
         dest = name.lstrip("-").replace("-", "_")
         parser.add_argument(name, **{**kwargs, "default": defaults.get(dest, kwargs.get("default"))})
+    option("--tasks", default="composition", help=f"comma-separated tasks trained together, of {','.join(demo.TASKS)}")
     option("--epochs", type=int, default=20, help="RL iterations")
     option("--lr", type=float, default=1e-4, help="AdamW learning rate, full fine-tuning")
     option("--flip", type=float, default=0.0, help="L_pre's scenes mirrored left-right: the base's --flip")
@@ -166,14 +178,28 @@ def load(args):
     return (*judges.load(demo.ASSETS / "judges"), policy)
 
 
-def run(args):
-    """Composition RL alone, evaluated before and after: {"args", "base", "tuned", "seconds_to_train"}."""
+def make_tasks(args, detector, preference, relations):
+    """The tasks of --tasks: composition on the experiment's captions (--split, --relations, --group-size; --reward
+    swaps its reward), preference and parity as `minirl demo` has them (parity weighs 2, on soft colour shares)."""
+    tasks = demo.make_tasks(args.tasks.split(","), detector, preference, demo.DemoConfig.parity_weight,
+                            demo.DemoConfig.parity_soft)
+    prompts = captions(args.split, relations) if relations else scenes.prompt_sampler("relation", args.split)
+    reward = {"objects": ObjectsReward(detector), "coin": CoinReward(args.seed)}.get(args.reward)
+    return [replace(t, prompts=prompts, group_size=args.group_size, reward=reward or t.reward)
+            if t.name == "composition" else t for t in tasks]
+
+
+def run(args, base=None):
+    """The tasks of --tasks (composition alone by default) evaluated before and after: {"args", "base", "tuned",
+    "seconds_to_train", "base_images", "images"}. base: (result, images) of the base's `report` with the same
+    evaluation, to skip that step."""
     relations = relation_words(args.relations)
     if args.samples < 1 or args.samples % 32:
         raise ValueError(f"--samples is {args.samples}; give a multiple of 32 (the demo's batches of 32 samples)")
     detector, preference, policy = load(args)
-    cfg = demo.DemoConfig(tasks=("composition",), epochs=args.epochs, lr=args.lr, pretrain_beta=args.pretrain_beta,
-                          seed=args.seed, out=args.out)
+    tasks = make_tasks(args, detector, preference, relations)
+    cfg = demo.DemoConfig(epochs=args.epochs, lr=args.lr, pretrain_beta=args.pretrain_beta, seed=args.seed,
+                          out=args.out)
     config = replace(demo.train_config(cfg), samples_per_epoch=args.samples, timestep_fraction=0.5,
                      shared_noise=args.shared_noise)
     if args.first_steps:
@@ -181,32 +207,30 @@ def run(args):
     if args.first_steps or policy.sde_window:
         config = replace(config, timestep_fraction=1.0)
     recipe = diffusion.PretrainConfig(batch_size=32, flip=args.flip)  # L_pre's data: the base's recipe
-    config.check(num_processes=1, num_tasks=1)  # bad settings refused before the base's evaluation
+    config.check(num_processes=1, num_tasks=len(tasks))  # bad settings refused before the base's evaluation
     recipe.check()
-    prompts = captions(args.split, relations) if relations else scenes.prompt_sampler("relation", args.split)
-    task = replace(demo.make_tasks(cfg.tasks, detector, preference)[0], prompts=prompts, group_size=args.group_size)
-    if args.reward != "composition":
-        task = replace(task, reward=ObjectsReward(detector) if args.reward == "objects" else CoinReward(args.seed))
-    base = report("base", policy, detector, args.per_relation, args.eval_samples, relations)
+    base, before = base or report("base", policy, detector, preference, args.per_relation, args.eval_samples,
+                                  relations)
     policy.unet.requires_grad_(True)
     start = time.perf_counter()
-    Trainer(policy, [task], config, pretrain_data=demo.pretrain_data(recipe)).train()
+    Trainer(policy, tasks, config, pretrain_data=demo.pretrain_data(recipe)).train()
     seconds = time.perf_counter() - start
-    tuned = report(f"after {args.epochs} iterations", policy, detector, args.per_relation, args.eval_samples,
-                   relations)
-    return {"args": settings(args), "base": base, "tuned": tuned, "seconds_to_train": seconds}
+    tuned, after = report(f"after {args.epochs} iterations", policy, detector, preference, args.per_relation,
+                          args.eval_samples, relations)
+    return {"args": settings(args), "base": base, "tuned": tuned, "seconds_to_train": seconds,
+            "base_images": before, "images": after}
 
 
 def guidance_sweep(args, scales):
     """The base's success at each guidance scale, sampled as the experiment samples, written to
     OUT/guidance.json: {scale: {set: success}}."""
     relations = relation_words(args.relations)
-    detector, _, policy = load(args)
+    detector, preference, policy = load(args)
     sweep = {}
     for scale in scales:
         policy.guidance_scale = scale
-        sweep[f"{scale:g}"] = report(f"guidance {scale:g}", policy, detector, samples=args.eval_samples,
-                                     relations=relations)
+        sweep[f"{scale:g}"] = report(f"guidance {scale:g}", policy, detector, preference,
+                                     samples=args.eval_samples, relations=relations)[0]
     Path(args.out).mkdir(parents=True, exist_ok=True)
     checkpoint.write_text(Path(args.out) / "guidance.json",
                           json.dumps({"args": settings(args), "sweep": sweep}, indent=1))
@@ -215,18 +239,49 @@ def guidance_sweep(args, scales):
 
 
 def experiment(args):
-    """`minirl composition-rl`: `run`, then OUT/result.json with the base's and the tuned model's success under
-    the names train_success, heldout_success, single_success ("base" and "rl"), printed as a table."""
+    """`minirl composition-rl`: `run`, then OUT/result.json with the base's and the tuned model's numbers ("base"
+    and "rl") under RESULT's names (train_success, heldout_success, single_success, preference_reward,
+    statistical_parity), printed as a table."""
     result = run(args)
-    stages = {"base": result["base"], "rl": result["tuned"]}
-    named = {stage: {RESULT[k]: v for k, v in entry.items() if k in RESULT} for stage, entry in stages.items()}
+    named = {stage: {RESULT[k]: v for k, v in result[key].items() if k in RESULT}
+             for stage, key in (("base", "base"), ("rl", "tuned"))}
     checkpoint.write_text(Path(args.out) / "result.json", json.dumps(
         {"args": result["args"], **named, "seconds_to_train": result["seconds_to_train"]}, indent=1))
-    print(f"{'':5} {'train_success':>14} {'heldout_success':>16} {'single_success':>15}")
-    for stage, e in named.items():
-        print(f"{stage:5} {e['train_success']:14.3f} {e['heldout_success']:16.3f} {e['single_success']:15.3f}")
+    print(f"{'':5}" + "".join(f"{name:>19}" for name in RESULT.values()))
+    for stage, entry in named.items():
+        print(f"{stage:5}" + "".join(f"{entry[name]:19.3f}" for name in RESULT.values()))
     print(f"written to {Path(args.out) / 'result.json'}")
     return named
+
+
+def alignment_tax(args, seeds):
+    """The three tasks trained jointly, and each alone, on each seed, in this experiment's setting (the base is
+    evaluated once). Writes OUT/alignment_tax.md (`demo.tax_report`'s table of each task's gain, HEADLINE), and
+    OUT/alignment_tax.json (every run's numbers, base and tuned) and OUT/samples.safetensors (the base's and the
+    first seed's joint model's evaluation images, uint8). Returns {run: {task: [gain per seed]}}."""
+    out = Path(args.out)
+    runs = {"joint": demo.TASKS, **{f"{t} only": (t,) for t in demo.TASKS}}
+    gains = {name: {t: [] for t in demo.TASKS} for name in runs}
+    tuned, base, images = {}, None, {}
+    for seed in seeds:
+        for name, tasks in runs.items():
+            result = run(argparse.Namespace(**{**vars(args), "seed": seed, "tasks": ",".join(tasks),
+                                               "out": str(out / f"{name.split()[0]}_seed{seed}")}), base)
+            base = result["base"], result["base_images"]
+            tuned.setdefault(name, {})[str(seed)] = result["tuned"]
+            for task, (key, sign) in HEADLINE.items():
+                gains[name][task].append(sign * (result["tuned"][key] - result["base"][key]))
+            if not images and name == "joint":
+                images = {f"{stage}/{s}": (x * 255).round().to(torch.uint8) for stage, by_set in
+                          (("base", result["base_images"]), ("joint", result["images"])) for s, x in by_set.items()}
+    table = demo.tax_report(gains, seeds, args.epochs)
+    save_file(images, out / "samples.safetensors")
+    checkpoint.write_text(out / "alignment_tax.json", json.dumps(
+        {"args": settings(args), "seeds": seeds, "headline": HEADLINE, "base": base[0], "tuned": tuned,
+         "gains": gains}, indent=1))
+    checkpoint.write_text(out / "alignment_tax.md", table + "\n")
+    print(table)
+    return gains
 
 
 def main(argv=None):
@@ -238,7 +293,7 @@ def main(argv=None):
     result = run(args)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=1))
+        Path(args.json).write_text(json.dumps({k: v for k, v in result.items() if "images" not in k}, indent=1))
 
 
 if __name__ == "__main__":
