@@ -72,7 +72,8 @@ def test_alignment_tax_runs_each_task_alone_and_jointly_on_one_base(tmp_path, mo
         numbers = {"relation_train": 0.7, "relation_heldout": 0.6, "single": 1.0, "preference": 30.0,
                    "statistical_parity": 0.6}
         tuned = {**numbers, "relation_train": 0.7 + 0.2 * ("composition" in trained) + 0.01 * args.seed,
-                 "preference": 30.0 + ("preference" in trained), "statistical_parity": 0.6 - 0.3 * ("parity" in trained)}
+                 "preference": 30.0 + ("preference" in trained),
+                 "statistical_parity": 0.6 - 0.3 * ("parity" in trained)}
         images = {name: torch.rand(2, 3, 16, 16) for name in relation_rl.SETS}
         return {"base": numbers, "tuned": tuned, "base_images": images, "images": images}
 

@@ -6,8 +6,10 @@ composition task, trained alone, on a DDIM or a flow-matching base.
         [--split heldout] [--reward objects|coin] [--pretrain-beta 0] [--noise-level 0.7] [--sde-window 0,3]
         [--shared-noise] [--group-size 8] [--eval-samples 4] [--per-relation] [--out DIR] [--json FILE]
         # 5 min for 20 iterations of 64 samples
-    minirl composition-rl [--seed N] [--reward coin] [--out DIR] [--guidance-sweep 1,2,3]
+    minirl composition-rl [--seed N] [--reward coin] [--tasks composition,preference,parity] [--out DIR]
         # the same, with EXPERIMENT's defaults: the partial-order base; DIR/result.json
+    minirl composition-rl --guidance-sweep 1,2,3       # the base over guidance: DIR/guidance.json
+    minirl composition-rl --alignment-tax 0,1,2 --epochs 40   # the three tasks jointly and each alone, each seed
 
 The demo's RL settings (`minirl.tinyworld.demo.train_config`: 64 samples an iteration, PPO, full fine-tuning)
 on half of the trainable steps of each chain, in groups of --group-size samples of one prompt, with the L_pre
@@ -24,7 +26,9 @@ Flow-GRPO's SDE at --noise-level; --sde-window START,STOP puts that noise on ste
 elsewhere (MixGRPO's window), and trains every step of the window. --shared-noise starts every chain of a group
 from one x_T (DanceGRPO), so that what tells a group's samples apart is the sampler's noise, the policy's
 actions. Prints composition success on the evaluation prompts (training relations, held-out relations, single
-objects; --eval-samples seeds a prompt) before and after, sampled as the policy samples; --per-relation also
+objects; --eval-samples seeds a prompt) before and after, sampled as the policy samples, with the preference
+reward of single objects and the statistical parity of 'a circle' etc.; --tasks trains the demo's preference and
+parity tasks beside composition (or instead of it: Algorithm 1, `demo.make_tasks`); --per-relation also
 each relation word's success and the share of images with the named objects (`diagnose.relation_rates`);
 --json writes them.
 """
